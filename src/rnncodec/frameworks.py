@@ -1,0 +1,107 @@
+"""Reconstruction frameworks and the model that ties encoder, binarizer and decoder together.
+
+Iteration t encodes the residual r[t-1] = x - x̂[t-1] (r[0] = x) into 32 bits per 16×16 block,
+and the decoder turns those bits into the next reconstruction x̂[t]:
+
+- ``one-shot``:         x̂[t] = D(b[t])                     (the decoder predicts the image)
+- ``additive``:         x̂[t] = x̂[t-1] + D(b[t])            (the decoder predicts the residual)
+- ``residual-scaling``: x̂[t] = x̂[t-1] + D(b[t]) / g[t],    the encoder sees r[t-1] · g[t], with
+  the gain g[t] = G(x̂[t-1]) estimated from the reconstruction so far (Toderici et al. 2017, §3.2).
+
+Images live in [-0.5, 0.5] (pixel / 255 - 0.5); x̂[0] = 0 is mid grey.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+import torch
+from torch import Tensor, nn
+
+from .cells import CELLS, State
+from .networks import Binarizer, Decoder, Encoder, GainEstimator
+
+FRAMEWORKS = ("one-shot", "additive", "residual-scaling")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to build a model; stored beside its weights."""
+
+    cell: str = "residual-gru"
+    framework: str = "residual-scaling"
+    width: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.cell not in CELLS:
+            raise ValueError(f"unknown cell {self.cell!r}; choose one of {', '.join(CELLS)}")
+        if self.framework not in FRAMEWORKS:
+            raise ValueError(f"unknown framework {self.framework!r}; choose one of {FRAMEWORKS}")
+        if not 0 < self.width <= 4:
+            raise ValueError("width must be in (0, 4]")
+
+    def to_dict(self) -> dict[str, str | float]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class CodingState:
+    """What both sides carry from one iteration to the next."""
+
+    recon: Tensor
+    enc: list[State | None] = field(default_factory=lambda: [None] * 3)
+    dec: list[State | None] = field(default_factory=lambda: [None] * 4)
+
+
+class RNNCompressor(nn.Module):
+    """Encoder + binarizer + decoder (+ gain estimator) under one reconstruction framework."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config.cell, config.width)
+        self.binarizer = Binarizer(self.encoder.out_channels)
+        self.decoder = Decoder(config.cell, config.width)
+        self.gain = GainEstimator() if config.framework == "residual-scaling" else None
+
+    @staticmethod
+    def initial_state(image: Tensor) -> CodingState:
+        return CodingState(recon=torch.zeros_like(image))
+
+    def _gain(self, state: CodingState) -> Tensor | None:
+        return self.gain(state.recon) if self.gain is not None else None
+
+    def encode_step(self, image: Tensor, state: CodingState,
+                    stochastic: bool | None = None) -> tuple[Tensor, CodingState]:
+        """Bits for the current residual; ``image`` is N×3×H×W in [-0.5, 0.5], H, W % 16 == 0."""
+        residual = image - state.recon
+        g = self._gain(state)
+        if g is not None:
+            residual = residual * g
+        features, enc = self.encoder(residual, state.enc)
+        return self.binarizer(features, stochastic), replace(state, enc=enc)
+
+    def decode_step(self, bits: Tensor, state: CodingState) -> CodingState:
+        """The next reconstruction from this iteration's bits (N×32×H/16×W/16 in {-1, +1})."""
+        out, dec = self.decoder(bits, state.dec)
+        if self.config.framework == "one-shot":
+            recon = out * 0.5
+        else:
+            g = self._gain(state)
+            recon = state.recon + (out if g is None else out / g)
+        return replace(state, recon=recon, dec=dec)
+
+    def forward(self, image: Tensor, iterations: int) -> list[Tensor]:
+        """Reconstructions after each iteration (training path; stochastic bits in train mode)."""
+        state = self.initial_state(image)
+        recons = []
+        for _ in range(iterations):
+            bits, state = self.encode_step(image, state)
+            state = self.decode_step(bits, state)
+            recons.append(state.recon)
+        return recons
+
+
+def residual_loss(image: Tensor, recons: list[Tensor]) -> Tensor:
+    """The paper's objective: the mean L1 norm of every iteration's residual."""
+    return torch.stack([(image - r).abs().mean() for r in recons]).mean()

@@ -1,0 +1,110 @@
+"""Image input and output: every source becomes 8-bit RGB by one stated rule, and back.
+
+The rule (also in docs/format.md):
+- EXIF orientation is applied first, so the pixels are stored upright.
+- Colour modes (RGB, RGBA, P, CMYK, YCbCr, LAB, HSV, ...) are converted to RGB by Pillow; alpha is
+  dropped (the codec stores no transparency). Such images decode to RGB.
+- Grayscale modes (1, L, LA, I, I;16, F) become L — 16-bit and 32-bit values are scaled to
+  8 bits by their nominal range — and are coded as RGB with three equal channels; they decode to L.
+- ICC profiles and other metadata are not kept.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageError, InputMissingError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+MAX_PIXELS = 64_000_000  # larger inputs are refused, like Pillow's decompression-bomb guard
+
+ImageSource = Image.Image | np.ndarray | str | Path | bytes
+
+
+def _open(src: str | Path | bytes) -> Image.Image:
+    try:
+        if isinstance(src, bytes):
+            img = Image.open(io.BytesIO(src))
+        else:
+            path = Path(src)
+            if not path.is_file():
+                raise InputMissingError(f"no such file: {path}")
+            img = Image.open(path)
+        img.load()
+        return img
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        if isinstance(e, OSError) and not isinstance(src, bytes) and not Path(src).is_file():
+            raise InputMissingError(f"cannot read {src}: {e}") from None
+        name = "image bytes" if isinstance(src, bytes) else str(src)
+        raise ImageError(f"cannot decode {name} as an image: {e}") from None
+    except Image.DecompressionBombError as e:
+        raise ImageError(str(e)) from None
+
+
+def _from_array(a: np.ndarray) -> Image.Image:
+    """uint8/uint16/bool/float arrays of shape H×W, H×W×1, H×W×3 or H×W×4."""
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)) or 0 in a.shape:
+        raise ImageError(f"cannot use an array of shape {a.shape} as an image "
+                         "(expected H×W, H×W×1, H×W×3 or H×W×4)")
+    if a.dtype == bool:
+        a = a.astype(np.uint8) * 255
+    elif a.dtype == np.uint16:
+        a = (a >> 8).astype(np.uint8)
+    elif np.issubdtype(a.dtype, np.floating):
+        a = np.round(np.clip(np.nan_to_num(a), 0.0, 1.0) * 255).astype(np.uint8)
+    elif a.dtype != np.uint8:
+        raise ImageError(f"unsupported array dtype {a.dtype} (use uint8, uint16, bool or float)")
+    return Image.fromarray(np.ascontiguousarray(a))
+
+
+def _to_8bit_gray(img: Image.Image) -> Image.Image:
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        a = np.asarray(img, dtype=np.float64)
+        scale = 1 / 257 if img.mode.startswith("I;16") or a.max(initial=0) > 255 else 1.0
+        if img.mode == "I" and a.max(initial=0) > 65535:
+            scale = 255 / a.max()
+        return Image.fromarray(np.clip(np.round(a * scale), 0, 255).astype(np.uint8), "L")
+    return img.convert("L")
+
+
+def load_image(src: ImageSource, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, bool]:
+    """Any supported source → (H×W×3 uint8 array, whether the source is grayscale)."""
+    img = src if isinstance(src, Image.Image) else (
+        _from_array(src) if isinstance(src, np.ndarray) else _open(src))
+    if img.width * img.height > max_pixels:
+        raise ImageError(f"image of {img.width}×{img.height} pixels exceeds the limit of "
+                         f"{max_pixels} pixels")
+    try:
+        img = ImageOps.exif_transpose(img)
+    except (OSError, ValueError, SyntaxError):
+        pass  # a damaged EXIF block: keep the pixels as stored
+    gray = img.mode in GRAY_MODES
+    img = _to_8bit_gray(img).convert("RGB") if gray else img.convert("RGB")
+    return np.asarray(img, dtype=np.uint8), gray
+
+
+def to_tensor(rgb: np.ndarray) -> torch.Tensor:
+    """H×W×3 uint8 → 1×3×H×W float in [-0.5, 0.5], padded by edge replication to multiples of 16."""
+    t = torch.from_numpy(rgb.copy()).permute(2, 0, 1).float().unsqueeze(0) / 255 - 0.5
+    h, w = rgb.shape[:2]
+    ph, pw = -h % 16, -w % 16
+    return torch.nn.functional.pad(t, (0, pw, 0, ph), mode="replicate") if ph or pw else t
+
+
+def to_array(t: torch.Tensor, height: int, width: int) -> np.ndarray:
+    """1×3×H'×W' in [-0.5, 0.5] → H×W×3 uint8, cropped to the original size."""
+    a = ((t[0, :, :height, :width] + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
+    return a.permute(1, 2, 0).numpy()
+
+
+def to_image(rgb: np.ndarray, gray: bool) -> Image.Image:
+    img = Image.fromarray(rgb, "RGB")
+    return img.convert("L") if gray else img

@@ -1,0 +1,160 @@
+"""Training: random downscaled crops of photos, the paper's L1 residual loss, Adam.
+
+Short enough to read in one sitting. Checkpoints hold model and optimizer state and the step,
+written atomically, so a run can resume; ``export`` writes the fp16 safetensors that ship.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from .frameworks import ModelConfig, RNNCompressor, residual_loss
+from .images import IMAGE_SUFFIXES
+from .zoo import save_weights
+
+
+@dataclass
+class TrainConfig:
+    data: str = "../shared/data/train"
+    out: str = "runs/default"
+    cell: str = "residual-gru"
+    framework: str = "residual-scaling"
+    width: float = 0.25
+    iterations: int = 16
+    patch: int = 32
+    batch: int = 32
+    lr: float = 1e-3
+    steps: int = 3000
+    minutes: float = 0.0  # stop after this wall time (0: no limit); the schedule follows it
+    val_every: int = 250
+    val_images: int = 48
+    seed: int = 0
+    resume: bool = True
+
+
+def list_images(root: str | Path) -> list[Path]:
+    return sorted(p for p in Path(root).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def load_pool(paths: list[Path], min_side: int = 128) -> list[Tensor]:
+    """Decode every photo once into uint8 3×H×W tensors (1,500 photos are under 1 GB).
+
+    Photos smaller than ``min_side`` (a few thumbnails in ImageNet samples) are skipped.
+    """
+    pool = [torch.from_numpy(np.asarray(Image.open(p).convert("RGB")).copy()).permute(2, 0, 1)
+            for p in paths]
+    return [t for t in pool if min(t.shape[1:]) >= min_side]
+
+
+def random_patch(img: Tensor, size: int, rng: random.Random) -> Tensor:
+    """A crop of an image downscaled by a random factor in [0.5, 1] (antialiased), then flipped.
+
+    Cropping a (size / s)-pixel window and resizing it to ``size`` equals downscaling by s first;
+    downscaling also removes most of the training JPEGs' own artifacts.
+    """
+    _, h, w = img.shape
+    s = rng.uniform(0.5, 1.0)
+    win = min(h, w, max(size, round(size / s)))
+    y, x = rng.randrange(h - win + 1), rng.randrange(w - win + 1)
+    crop = img[:, y:y + win, x:x + win].float().unsqueeze(0) / 255
+    if win != size:
+        crop = torch.nn.functional.interpolate(crop, size=(size, size), mode="bilinear",
+                                               antialias=True, align_corners=False)
+    if rng.random() < 0.5:
+        crop = crop.flip(-1)
+    return crop[0].clamp(0, 1) - 0.5
+
+
+def center_crops(pool: list[Tensor], size: int) -> Tensor:
+    out = []
+    for img in pool:
+        _, h, w = img.shape
+        y, x = (h - size) // 2, (w - size) // 2
+        out.append(img[:, y:y + size, x:x + size].float() / 255 - 0.5)
+    return torch.stack(out)
+
+
+@torch.no_grad()
+def validate(model: RNNCompressor, images: Tensor, iterations: int) -> list[float]:
+    """PSNR (dB) after each iteration on held-out crops, with inference (sign) binarization."""
+    model.eval()
+    recons = model(images, iterations)
+    model.train()
+    return [float(-10 * torch.log10(((r.clamp(-0.5, 0.5) - images) ** 2).mean())) for r in recons]
+
+
+def save_checkpoint(path: Path, model: RNNCompressor, opt: torch.optim.Optimizer, step: int,
+                    cfg: TrainConfig) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+                "config": asdict(cfg), "rng": torch.get_rng_state()}, tmp)
+    os.replace(tmp, path)
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Run (or resume) training; returns the path of the exported fp16 weights."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    paths = list_images(cfg.data)
+    if len(paths) < 2:
+        raise SystemExit(f"no training images under {cfg.data}")
+    rng.shuffle(paths)
+    n_val = min(cfg.val_images, len(paths) // 10 or 1)
+    val_pool, train_pool = load_pool(paths[:n_val]), load_pool(paths[n_val:])
+    val = center_crops(val_pool, 128)
+    model = RNNCompressor(ModelConfig(cfg.cell, cfg.framework, cfg.width))
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    step, ckpt = 0, out / "checkpoint.pt"
+    if cfg.resume and ckpt.exists():
+        state = torch.load(ckpt, weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        step = state["step"]
+        torch.set_rng_state(state["rng"])
+    log = (out / "log.csv").open("a", newline="")
+    writer = csv.writer(log)
+    start, last_val = time.time(), time.time()
+    model.train()
+    while step < cfg.steps:
+        elapsed = (time.time() - start) / 60
+        if cfg.minutes and elapsed > cfg.minutes:
+            break
+        progress = max(step / cfg.steps, elapsed / cfg.minutes if cfg.minutes else 0)
+        for group in opt.param_groups:  # cosine decay to 5% over the run
+            group["lr"] = cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1))))
+        batch = torch.stack([random_patch(rng.choice(train_pool), cfg.patch, rng)
+                             for _ in range(cfg.batch)])
+        loss = residual_loss(batch, model(batch, cfg.iterations))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        if step % cfg.val_every == 0 or step == cfg.steps:
+            psnr = validate(model, val, cfg.iterations)
+            rate = cfg.val_every * cfg.batch / max(time.time() - last_val, 1e-9)
+            last_val = time.time()
+            writer.writerow([step, f"{loss.item():.5f}", f"{rate:.1f}"] + [f"{p:.2f}" for p in psnr])
+            log.flush()
+            print(f"step {step} loss {loss.item():.4f} {rate:.0f} patches/s "
+                  f"val PSNR it1 {psnr[0]:.2f} it4 {psnr[3]:.2f} it8 {psnr[7]:.2f} "
+                  f"it{cfg.iterations} {psnr[-1]:.2f}", flush=True)
+            save_checkpoint(ckpt, model, opt, step, cfg)
+    save_checkpoint(ckpt, model, opt, step, cfg)
+    log.close()
+    weights = out / "model.safetensors"
+    save_weights(model, weights)
+    return weights

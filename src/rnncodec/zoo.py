@@ -1,0 +1,113 @@
+"""Registered models: one name, one config, one fp16 safetensors file, in one place.
+
+A compressed file names its model and carries a hash of its weights, so a file is never decoded
+by a different network. Weights are loaded with safetensors only (no pickle).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .errors import ModelError
+from .frameworks import ModelConfig, RNNCompressor
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    config: ModelConfig
+    description: str
+
+    @property
+    def path(self) -> Path:
+        return WEIGHTS_DIR / f"{self.name}.safetensors"
+
+
+MODELS: dict[str, ModelSpec] = {
+    s.name: s for s in [
+        ModelSpec("rgru-rs-w25", ModelConfig("residual-gru", "residual-scaling", 0.25),
+                  "Residual GRU, residual scaling, width 0.25; trained on CPU (see its card)"),
+    ]
+}
+DEFAULT_MODEL = "rgru-rs-w25"
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    name: str
+    digest: bytes  # 16 bytes identifying the weights
+    net: RNNCompressor
+
+
+def weights_digest(tensors: dict[str, torch.Tensor]) -> bytes:
+    """SHA-256 (first 16 bytes) over the stored fp16 tensors: names, shapes and raw bytes."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.digest()[:16]
+
+
+def save_weights(model: RNNCompressor, path: Path, name: str | None = None) -> bytes:
+    """Write fp16 weights plus the config as metadata; returns the weights digest."""
+    tensors = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
+    meta = {"config": json.dumps(model.config.to_dict()), "name": name or path.stem}
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    tmp.replace(path)
+    return weights_digest(tensors)
+
+
+def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        return load_file(str(path)), meta
+    except (OSError, SafetensorError, ValueError) as e:
+        raise ModelError(f"cannot read model weights {path}: {e}") from None
+
+
+def _build(name: str, config: ModelConfig, tensors: dict[str, torch.Tensor]) -> LoadedModel:
+    net = RNNCompressor(config)
+    try:
+        net.load_state_dict({k: v.float() for k, v in tensors.items()})
+    except RuntimeError as e:
+        raise ModelError(f"weights do not fit model {name!r}: {str(e).splitlines()[0]}") from None
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return LoadedModel(name, weights_digest(tensors), net)
+
+
+@lru_cache(maxsize=4)
+def load_model(name_or_path: str = DEFAULT_MODEL) -> LoadedModel:
+    """A registered model by name, or a safetensors file written by ``save_weights``."""
+    if name_or_path in MODELS:
+        spec = MODELS[name_or_path]
+        if not spec.path.exists():
+            raise ModelError(f"weights of model {spec.name!r} are missing ({spec.path})")
+        tensors, _ = _read(spec.path)
+        return _build(spec.name, spec.config, tensors)
+    path = Path(name_or_path)
+    if not path.is_file():
+        raise ModelError(f"unknown model {name_or_path!r}: not a registered name "
+                         f"({', '.join(MODELS)}) nor a weights file")
+    tensors, meta = _read(path)
+    try:
+        config = ModelConfig(**json.loads(meta["config"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise ModelError(f"{path} has no valid model config in its metadata ({e})") from None
+    return _build(meta.get("name", path.stem), config, tensors)
