@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import click
 
 from . import codec
-from .entropy import CODERS, DEFAULT_CODER
+from .entropy import AUTO, CODER_NAMES
 from .errors import OutputError, RnncError
 from .zoo import DEFAULT_MODEL, MODELS
 
@@ -70,7 +70,7 @@ def atomic_output(path: Path, force: bool) -> Iterator[Path]:
             raise OutputError(f"{path} exists (use --force to replace it)")
         os.replace(tmp, path)
     except OSError as e:
-        raise OutputError(f"cannot write {path}: {e.strerror}") from None
+        raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -128,8 +128,11 @@ def main() -> None:
               help="Target quality: the fewest iterations reaching this PSNR in dB.")
 @click.option("--model", default=DEFAULT_MODEL, show_default=True,
               help=f"Registered model name ({', '.join(MODELS)}) or a .safetensors file.")
-@click.option("--coder", type=click.Choice(sorted(CODERS)), default=DEFAULT_CODER,
-              show_default=True, help="Entropy coder for the binary codes.")
+@click.option("--coder", type=click.Choice([AUTO, *CODER_NAMES]), default=AUTO,
+              show_default=True,
+              help="Entropy coder for the binary codes: neural (learned context model), "
+                   "context (adaptive context counts), raw (none); auto picks the best the "
+                   "model ships.")
 @force_opt
 @quiet_opt
 def compress(input: Path, output: Path | None, iterations: int | None, bpp: float | None,
@@ -192,6 +195,8 @@ def _image_format(path: Path) -> str:
     if fmt is None:
         raise OutputError(f"cannot tell an image format from the suffix of {path}; "
                           "use e.g. .png")
+    if fmt not in Image.SAVE:  # Pillow reads some formats it cannot write (.psd, .fits, ...)
+        raise OutputError(f"cannot write {fmt} images ({path}); use e.g. .png")
     return fmt
 
 
@@ -252,9 +257,124 @@ def train(data: str, out: str, overrides: tuple[str, ...]) -> None:
         if key not in types:
             _fail(f"unknown setting {key!r}; known: {', '.join(types)}", 2)
         kind = {"int": int, "float": float, "bool": lambda v: v.lower() in ("1", "true", "yes")}
-        values[key] = kind.get(str(types[key]), str)(value)
+        try:
+            values[key] = kind.get(str(types[key]), str)(value)
+        except ValueError:
+            _fail(f"setting {key!r} needs a {types[key]}, not {value!r}", 2)
     weights = _run(lambda: run_training(TrainConfig(**values)))
     click.echo(f"weights: {weights}")
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help="The .safetensors file to write (its stem is the model's name).")
+@click.option("--data", default="../shared/data/train", show_default=True,
+              help="Training photos to fit the context coder's prior table on.")
+@click.option("--images", default=32, show_default=True, help="How many photos to fit on.")
+@force_opt
+def export(checkpoint: Path, output: Path, data: str, images: int, force: bool) -> None:
+    """Turn a training checkpoint into shippable fp16 weights with entropy tables."""
+    from .train import export as run_export
+
+    def body() -> str:
+        with atomic_output(output, force) as tmp:
+            return run_export(checkpoint, tmp, data, output.stem, images).hex()
+
+    click.echo(f"{output}: weights {_run(body)}")
+
+
+from .web.limits import MB, Limits  # light: the web framework is imported by serve only
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; 0.0.0.0 opens the viewer to the network.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--model", default=DEFAULT_MODEL, show_default=True,
+              help=f"Registered model name ({', '.join(MODELS)}) or a .safetensors file.")
+@click.option("--max-upload-mb", type=click.FloatRange(min=0, min_open=True),
+              default=Limits.max_upload_bytes / MB, show_default=True,
+              help="Largest upload accepted, in MiB.")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=Limits.max_pixels,
+              show_default=True, help="Largest image accepted, in pixels.")
+@click.option("--cache-mb", type=click.FloatRange(min=1), default=Limits.cache_bytes / MB,
+              show_default=True, help="Memory for recent results, in MiB (oldest dropped).")
+def serve(host: str, port: int, model: str, max_upload_mb: float, max_pixels: int,
+          cache_mb: float) -> None:
+    """Start the web viewer: watch an image refine iteration by iteration beside JPEG and WebP."""
+    import uvicorn
+
+    from .web.app import create_app
+
+    limits = Limits(int(max_upload_mb * MB), max_pixels, int(cache_mb * MB))
+    uvicorn.run(_run(lambda: create_app(model, limits)), host=host, port=port)
+
+
+@main.command()
+@click.argument("dataset", required=False, type=click.Path(path_type=Path))
+@click.option("--model", "models", multiple=True,
+              help="Model to evaluate (name or .safetensors file); repeat for several "
+                   "(default: every registered model whose weights are installed).")
+@click.option("--codecs", help="Standard codecs to compare, comma-separated, '' for none "
+              "(default: jpeg-420,jpeg-444,webp,avif,jxl, those available).")
+@click.option("--qualities", help="Quality sweep (0-100) of the standard codecs, "
+              "comma-separated (default: 2 to 95 in 13 steps).")
+@click.option("--iterations", type=click.IntRange(1, 64), default=codec.DEFAULT_ITERATIONS,
+              show_default=True, help="Model iterations to evaluate: 1 to N, from one encode.")
+@click.option("--limit", type=click.IntRange(min=1), help="Use only the first N images.")
+@click.option("--out", default="docs/results", show_default=True, type=click.Path(path_type=Path),
+              help="Folder for results.json, results.csv and the plots.")
+@click.option("--report", default="docs/results.md", show_default=True,
+              type=click.Path(path_type=Path), help="The markdown report to write.")
+@click.option("--cache", type=click.Path(path_type=Path),
+              help="Per-point cache, JSON lines (default: ~/.cache/rnncodec/evaluate.jsonl).")
+@quiet_opt
+def evaluate(dataset: Path | None, models: tuple[str, ...], codecs: str | None,
+             qualities: str | None, iterations: int, limit: int | None, out: Path, report: Path,
+             cache: Path | None, quiet: bool) -> None:
+    """Rate–distortion, speed and memory of the models and standard codecs on a folder of
+    images (default: Kodak in ../shared/data/kodak); writes JSON, CSV, plots and a report."""
+    import shlex
+
+    from .errors import InputMissingError
+    from .evaluate import codecs as adapters
+    from .evaluate import report as reporting
+    from .evaluate import results, runner
+
+    def warn(message: str) -> None:
+        click.echo(f"rnncodec: warning: {message}", err=True)
+
+    def body() -> None:
+        folder = dataset or runner.DEFAULT_DATASET
+        if dataset is None and not folder.is_dir():
+            raise InputMissingError(f"no DATASET given and {folder} does not exist")
+        classic = adapters.CLASSIC if codecs is None else [
+            c.strip() for c in codecs.split(",") if c.strip()]
+        try:
+            sweep = adapters.QUALITIES if qualities is None else [
+                int(q) for q in qualities.split(",") if q.strip()]
+        except ValueError:
+            raise ValueError(f"--qualities must be integers, not {qualities!r}") from None
+        names = list(models) or runner.default_models()
+        built = runner.build_codecs(names, classic, sweep, iterations, warn)
+        command = shlex.join(["rnncodec", "evaluate", str(folder),
+                              *(a for m in names for a in ("--model", m)),
+                              "--codecs", ",".join(classic), "--qualities",
+                              ",".join(map(str, sweep)), "--iterations", str(iterations),
+                              *(("--limit", str(limit)) if limit else ()), "--out", str(out),
+                              "--report", str(report)])
+        res = runner.run(folder, built, runner.Cache(cache or runner.DEFAULT_CACHE), command,
+                         limit, quiet)
+        out.mkdir(parents=True, exist_ok=True)
+        results.write_json(res, out / "results.json")
+        results.write_csv(res.points, out / "results.csv")
+        written = reporting.render(out / "results.json", report)
+        if not quiet:
+            click.echo(f"wrote {out / 'results.json'}, results.csv, {len(written) - 1} plots "
+                       f"(PNG and SVG) and {report}", err=True)
+
+    _run(body)
 
 
 if __name__ == "__main__":

@@ -16,13 +16,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .entropy import DEFAULT_CODER, coder_by_id, coder_by_name
+from .entropy import AUTO, CODER_NAMES, coder_name, make_coder, resolve
 from .errors import FormatError, InputMissingError, ModelError
 from .format import MAX_ITERATIONS, Container, Header, assemble, pack_chunk, parse
 from .images import MAX_PIXELS, ImageSource, load_image, to_array, to_image, to_tensor
 from .metrics import ms_ssim, psnr
 from .networks import BITS
-from .zoo import DEFAULT_MODEL, LoadedModel, load_model
+from .zoo import DEFAULT_MODEL, MODELS, LoadedModel, load_model
 
 DEFAULT_ITERATIONS = 16
 Progress = Callable[[int], None]  # called with the number of iterations done so far
@@ -47,11 +47,12 @@ class Target:
             raise ValueError("bpp must be positive")
         if self.ms_ssim is not None and not 0 < self.ms_ssim < 1:
             raise ValueError("ms_ssim must be between 0 and 1")
+        if self.psnr is not None and not self.psnr > 0:
+            raise ValueError("psnr must be positive")
 
     @property
     def max_iterations(self) -> int:
-        return self.iterations or (DEFAULT_ITERATIONS if self.bpp is None and self.ms_ssim is None
-                                   and self.psnr is None else MAX_ITERATIONS // 2)
+        return self.iterations or DEFAULT_ITERATIONS
 
     def quality_reached(self, original: np.ndarray, decoded: np.ndarray) -> bool:
         if self.ms_ssim is not None:
@@ -65,37 +66,43 @@ def _code_shape(header: Header) -> tuple[int, int, int]:
     return BITS, math.ceil(header.height / 16), math.ceil(header.width / 16)
 
 
-def _encode_iterations(model: LoadedModel, x: torch.Tensor) -> Iterator[tuple[np.ndarray,
-                                                                              torch.Tensor]]:
-    """Yield (codes, reconstruction) for iteration 1, 2, ... of one padded image."""
+def iterate_codes(model: LoadedModel, x: torch.Tensor) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    """Yield (codes, reconstruction) for iteration 1, 2, ... of one padded image.
+
+    Inference mode is entered per step, never across a ``yield``: a suspended generator would
+    otherwise leave gradients switched off in its caller.
+    """
     net = model.net
     state = net.initial_state(x)
-    with torch.inference_mode():
-        while True:
+    while True:
+        with torch.inference_mode():
             bits, state = net.encode_step(x, state, stochastic=False)
             state = net.decode_step(bits, state)
-            yield (bits[0] > 0).to(torch.uint8).numpy(), state.recon
+            codes = (bits[0] > 0).to(torch.uint8).numpy()
+        yield codes, state.recon
 
 
 def compress(image: ImageSource, *, iterations: int | None = None, bpp: float | None = None,
              ms_ssim: float | None = None, psnr: float | None = None,
-             model: str = DEFAULT_MODEL, coder: str = DEFAULT_CODER,
+             model: str = DEFAULT_MODEL, coder: str = AUTO,
              max_pixels: int = MAX_PIXELS, progress: Progress | None = None) -> bytes:
     """Compress an image (PIL image, array, path or encoded bytes) to .rnnc bytes.
 
     Rate control: a fixed number of ``iterations`` (default 16, i.e. 2 bpp before entropy
     coding), the most iterations whose file stays within ``bpp``, or the fewest iterations whose
-    decoded image reaches ``ms_ssim`` or ``psnr`` (up to 32; all of them if never reached).
+    decoded image reaches ``ms_ssim`` or ``psnr`` (at most 16, the number the models are trained
+    for; all 16 when the target is never reached).
     """
     target = Target(iterations, bpp, ms_ssim, psnr)
     rgb, gray = load_image(image, max_pixels)
     height, width = rgb.shape[:2]
     loaded = load_model(model)
-    bit_coder = coder_by_name(coder)
-    header = Header(width, height, gray, bit_coder.coder_id, loaded.name, loaded.digest)
+    coder = resolve(coder, loaded.tables)
+    bit_coder = make_coder(coder, loaded.tables)
+    header = Header(width, height, gray, CODER_NAMES[coder], loaded.name, loaded.digest)
     original = np.asarray(to_image(rgb, gray))
     out, history = bytearray(header.pack()), []
-    steps = _encode_iterations(loaded, to_tensor(rgb))
+    steps = iterate_codes(loaded, to_tensor(rgb))
     for i in range(target.max_iterations):
         codes, recon = next(steps)
         chunk = pack_chunk(i, bit_coder.encode(codes, history))
@@ -130,6 +137,9 @@ def _read_bytes(data: bytes | str | Path) -> bytes:
 def _check_model(header: Header, model: str | None) -> LoadedModel:
     """The model that made the file, refusing any other by name and weights hash."""
     try:
+        if model is None and header.model not in MODELS:
+            # the name comes from the file: it may pick a registered model, never a path here
+            raise ModelError(header.model)
         loaded = load_model(model or header.model)
     except ModelError:
         if model is None:
@@ -153,14 +163,17 @@ def decode_iterations(data: bytes | str | Path, *, model: str | None = None,
                           f"of {max_pixels}")
     if not container.chunks:
         raise FormatError("file holds no iterations")
-    bit_coder = coder_by_id(header.coder)
-    net = _check_model(header, model).net
+    coder = coder_name(header.coder)
+    loaded = _check_model(header, model)
+    bit_coder, net = make_coder(coder, loaded.tables), loaded.net
     shape = _code_shape(header)
-    state = net.initial_state(torch.zeros(1, 3, shape[1] * 16, shape[2] * 16))
+    state = None  # allocated once the first chunk has proved the declared size plausible
     history: list[np.ndarray] = []
     for payload in container.chunks:
         codes = bit_coder.decode(payload, shape, history)
         history.append(codes)
+        if state is None:
+            state = net.initial_state(torch.zeros(1, 3, shape[1] * 16, shape[2] * 16))
         with torch.inference_mode():
             bits = torch.from_numpy(codes).float().unsqueeze(0) * 2 - 1
             state = net.decode_step(bits, state)
@@ -211,7 +224,7 @@ class Info:
     def as_dict(self) -> dict[str, object]:
         h = self.header
         return {"width": h.width, "height": h.height, "mode": "L" if h.gray else "RGB",
-                "model": h.model, "weights": h.digest.hex(), "coder": coder_by_id(h.coder).name,
+                "model": h.model, "weights": h.digest.hex(), "coder": coder_name(h.coder),
                 "iterations": self.iterations, "bytes": self.bytes,
                 "bpp": self.bpp_per_iteration[-1] if self.bpp_per_iteration else 0.0,
                 "bpp_per_iteration": self.bpp_per_iteration}

@@ -27,7 +27,14 @@ MAX_PIXELS = 64_000_000  # larger inputs are refused, like Pillow's decompressio
 ImageSource = Image.Image | np.ndarray | str | Path | bytes
 
 
-def _open(src: str | Path | bytes) -> Image.Image:
+def _check_size(img: Image.Image, max_pixels: int) -> None:
+    if img.width * img.height > max_pixels:
+        raise ImageError(f"image of {img.width}×{img.height} pixels exceeds the limit of "
+                         f"{max_pixels} pixels")
+
+
+def _open(src: str | Path | bytes, max_pixels: int) -> Image.Image:
+    """Open and decode an image file, checking its declared size before decoding any pixels."""
     try:
         if isinstance(src, bytes):
             img = Image.open(io.BytesIO(src))
@@ -36,6 +43,11 @@ def _open(src: str | Path | bytes) -> Image.Image:
             if not path.is_file():
                 raise InputMissingError(f"no such file: {path}")
             img = Image.open(path)
+        try:
+            _check_size(img, max_pixels)  # Image.open reads only the header: nothing allocated yet
+        except ImageError:
+            img.close()
+            raise
         img.load()
         return img
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
@@ -72,22 +84,25 @@ def _to_8bit_gray(img: Image.Image) -> Image.Image:
         if img.mode == "I" and a.max(initial=0) > 65535:
             scale = 255 / a.max()
         return Image.fromarray(np.clip(np.round(a * scale), 0, 255).astype(np.uint8), "L")
+    if img.mode == "La":  # premultiplied alpha: Pillow converts it to L only through LA
+        img = img.convert("LA")
     return img.convert("L")
 
 
 def load_image(src: ImageSource, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, bool]:
     """Any supported source → (H×W×3 uint8 array, whether the source is grayscale)."""
     img = src if isinstance(src, Image.Image) else (
-        _from_array(src) if isinstance(src, np.ndarray) else _open(src))
-    if img.width * img.height > max_pixels:
-        raise ImageError(f"image of {img.width}×{img.height} pixels exceeds the limit of "
-                         f"{max_pixels} pixels")
+        _from_array(src) if isinstance(src, np.ndarray) else _open(src, max_pixels))
+    _check_size(img, max_pixels)
     try:
         img = ImageOps.exif_transpose(img)
     except (OSError, ValueError, SyntaxError):
         pass  # a damaged EXIF block: keep the pixels as stored
     gray = img.mode in GRAY_MODES
-    img = _to_8bit_gray(img).convert("RGB") if gray else img.convert("RGB")
+    try:
+        img = _to_8bit_gray(img).convert("RGB") if gray else img.convert("RGB")
+    except (ValueError, OSError) as e:  # a mode Pillow cannot convert
+        raise ImageError(f"cannot convert an image of mode {img.mode} to RGB: {e}") from None
     return np.asarray(img, dtype=np.uint8), gray
 
 

@@ -62,7 +62,7 @@ class Binarizer(nn.Module):
             b = torch.where(torch.rand_like(x) < (1 + x) / 2, 1.0, -1.0)
         else:
             b = torch.where(x >= 0, 1.0, -1.0)
-        return x + (b - x).detach()
+        return b + (x - x.detach())  # exactly ±1 forward (x + (b - x) can be 1 ulp off)
 
 
 class Decoder(nn.Module):

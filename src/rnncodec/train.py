@@ -19,9 +19,14 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from .codec import iterate_codes
+from .entropy import PRIOR_KEY
+from .entropy.context import fit_prior
+from .entropy.neural import ContextNet, code_length, quantize, training_batch
+from .errors import InputMissingError
 from .frameworks import ModelConfig, RNNCompressor, residual_loss
-from .images import IMAGE_SUFFIXES
-from .zoo import save_weights
+from .images import IMAGE_SUFFIXES, load_image, to_tensor
+from .zoo import load_model, save_weights
 
 
 @dataclass
@@ -95,10 +100,11 @@ def validate(model: RNNCompressor, images: Tensor, iterations: int) -> list[floa
 
 
 def save_checkpoint(path: Path, model: RNNCompressor, opt: torch.optim.Optimizer, step: int,
-                    cfg: TrainConfig) -> None:
+                    cfg: TrainConfig, rng: random.Random) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
-                "config": asdict(cfg), "rng": torch.get_rng_state()}, tmp)
+                "config": asdict(cfg), "rng": torch.get_rng_state(),
+                "py_rng": rng.getstate()}, tmp)
     os.replace(tmp, path)
 
 
@@ -110,10 +116,12 @@ def train(cfg: TrainConfig) -> Path:
     torch.manual_seed(cfg.seed)
     paths = list_images(cfg.data)
     if len(paths) < 2:
-        raise SystemExit(f"no training images under {cfg.data}")
+        raise InputMissingError(f"no training images under {cfg.data}")
     rng.shuffle(paths)
     n_val = min(cfg.val_images, len(paths) // 10 or 1)
     val_pool, train_pool = load_pool(paths[:n_val]), load_pool(paths[n_val:])
+    if not val_pool or not train_pool:
+        raise InputMissingError(f"need photos of at least 128×128 pixels under {cfg.data}")
     val = center_crops(val_pool, 128)
     model = RNNCompressor(ModelConfig(cfg.cell, cfg.framework, cfg.width))
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -124,6 +132,7 @@ def train(cfg: TrainConfig) -> Path:
         opt.load_state_dict(state["opt"])
         step = state["step"]
         torch.set_rng_state(state["rng"])
+        rng.setstate(state["py_rng"])
     log = (out / "log.csv").open("a", newline="")
     writer = csv.writer(log)
     start, last_val = time.time(), time.time()
@@ -149,12 +158,88 @@ def train(cfg: TrainConfig) -> Path:
             last_val = time.time()
             writer.writerow([step, f"{loss.item():.5f}", f"{rate:.1f}"] + [f"{p:.2f}" for p in psnr])
             log.flush()
-            print(f"step {step} loss {loss.item():.4f} {rate:.0f} patches/s "
-                  f"val PSNR it1 {psnr[0]:.2f} it4 {psnr[3]:.2f} it8 {psnr[7]:.2f} "
-                  f"it{cfg.iterations} {psnr[-1]:.2f}", flush=True)
-            save_checkpoint(ckpt, model, opt, step, cfg)
-    save_checkpoint(ckpt, model, opt, step, cfg)
+            shown = sorted({1, 4, 8, cfg.iterations} & set(range(1, len(psnr) + 1)))
+            print(f"step {step} loss {loss.item():.4f} {rate:.0f} patches/s val PSNR "
+                  + " ".join(f"it{i} {psnr[i - 1]:.2f}" for i in shown), flush=True)
+            save_checkpoint(ckpt, model, opt, step, cfg, rng)
+    save_checkpoint(ckpt, model, opt, step, cfg, rng)
     log.close()
     weights = out / "model.safetensors"
     save_weights(model, weights)
     return weights
+
+
+def export(checkpoint: Path, out: Path, data: str, name: str, images: int = 32,
+           coder_images: int = 400, coder_steps: int = 3000, crop: int = 256) -> bytes:
+    """Write a checkpoint as shippable fp16 safetensors with both entropy coders' tables.
+
+    The context coder's prior and the neural coder's network are fitted on the codes that the
+    fp16 weights produce for training photos (never evaluation images); returns the digest.
+    """
+    state = torch.load(checkpoint, weights_only=True)
+    cfg = state["config"]
+    model = RNNCompressor(ModelConfig(cfg["cell"], cfg["framework"], cfg["width"]))
+    model.load_state_dict(state["model"])
+    save_weights(model, out, name)
+    loaded = load_model(str(out))
+    paths = list_images(data)
+    random.Random(0).shuffle(paths)
+    samples = []
+    for path in paths[:images]:
+        steps = iterate_codes(loaded, to_tensor(load_image(path)[0]))
+        codes = [next(steps)[0] for _ in range(16)]
+        samples += [(c, codes[:i]) for i, c in enumerate(codes)]
+    tables = {PRIOR_KEY: torch.from_numpy(fit_prior(samples).astype(np.int16))}
+    codes = collect_codes(str(out), data, coder_images, crop)
+    if len(codes) == 0:
+        raise InputMissingError(f"no photos of at least {crop}×{crop} pixels under {data}")
+    net = train_context_net(codes, coder_steps)
+    tables.update(quantize(net))
+    load_model.cache_clear()
+    return save_weights(loaded.net, out, name, tables=tables)
+
+
+def collect_codes(model_path: str, data: str, images: int, crop: int = 256,
+                  iterations: int = 16, seed: int = 0) -> torch.Tensor:
+    """Codes (N×T×32×h×w, ±1 int8) the frozen image model gives for centre crops of photos."""
+    loaded = load_model(model_path)
+    paths = list_images(data)
+    random.Random(seed).shuffle(paths)
+    out = []
+    for path in paths:
+        rgb = load_image(path)[0]
+        h, w = rgb.shape[:2]
+        if min(h, w) < crop:
+            continue
+        y, x = (h - crop) // 2, (w - crop) // 2
+        steps = iterate_codes(loaded, to_tensor(rgb[y:y + crop, x:x + crop]))
+        out.append(np.stack([next(steps)[0] for _ in range(iterations)]))
+        if len(out) == images:
+            break
+    if not out:
+        return torch.zeros(0)
+    return torch.from_numpy(np.stack(out).astype(np.int8) * 2 - 1)
+
+
+def train_context_net(codes: torch.Tensor, steps: int = 2000, batch: int = 16, lr: float = 2e-3,
+                      seed: int = 0, log_every: int = 200) -> ContextNet:
+    """Fit the neural entropy coder's network on code length (bits), one step type per batch."""
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    net = ContextNet()
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    n, iters = codes.shape[:2]
+    for i in range(steps):
+        for group in opt.param_groups:
+            group["lr"] = lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * i / steps)))
+        idx = torch.tensor(rng.sample(range(n), min(batch, n)))
+        t, step = rng.randrange(iters), rng.randrange(8)
+        x, y, mask = training_batch(codes[idx].float(), t, step)
+        loss = code_length(net(x), y, mask) / mask.sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if (i + 1) % log_every == 0:
+            print(f"context net step {i + 1}: {loss.item():.4f} bits/bit", flush=True)
+    return net
+

@@ -42,11 +42,15 @@ MODELS: dict[str, ModelSpec] = {
 DEFAULT_MODEL = "rgru-rs-w25"
 
 
+TABLE_PREFIX = "entropy."  # tensors for the entropy coders, not the network
+
+
 @dataclass(frozen=True)
 class LoadedModel:
     name: str
-    digest: bytes  # 16 bytes identifying the weights
+    digest: bytes  # 16 bytes identifying the weights (network and entropy tables)
     net: RNNCompressor
+    tables: dict[str, torch.Tensor]  # learned entropy-coder tables, keyed "entropy.*"
 
 
 def weights_digest(tensors: dict[str, torch.Tensor]) -> bytes:
@@ -59,9 +63,11 @@ def weights_digest(tensors: dict[str, torch.Tensor]) -> bytes:
     return h.digest()[:16]
 
 
-def save_weights(model: RNNCompressor, path: Path, name: str | None = None) -> bytes:
-    """Write fp16 weights plus the config as metadata; returns the weights digest."""
+def save_weights(model: RNNCompressor, path: Path, name: str | None = None,
+                 tables: dict[str, torch.Tensor] | None = None) -> bytes:
+    """Write fp16 weights, entropy tables (as given) and the config; returns the digest."""
     tensors = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
+    tensors.update({k: v.contiguous() for k, v in (tables or {}).items()})
     meta = {"config": json.dumps(model.config.to_dict()), "name": name or path.stem}
     tmp = path.with_suffix(".tmp")
     save_file(tensors, str(tmp), metadata=meta)
@@ -82,14 +88,15 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 
 def _build(name: str, config: ModelConfig, tensors: dict[str, torch.Tensor]) -> LoadedModel:
     net = RNNCompressor(config)
+    tables = {k: v for k, v in tensors.items() if k.startswith(TABLE_PREFIX)}
     try:
-        net.load_state_dict({k: v.float() for k, v in tensors.items()})
+        net.load_state_dict({k: v.float() for k, v in tensors.items() if k not in tables})
     except RuntimeError as e:
         raise ModelError(f"weights do not fit model {name!r}: {str(e).splitlines()[0]}") from None
     net.eval()
     for p in net.parameters():
         p.requires_grad_(False)
-    return LoadedModel(name, weights_digest(tensors), net)
+    return LoadedModel(name, weights_digest(tensors), net, tables)
 
 
 @lru_cache(maxsize=4)

@@ -2,16 +2,22 @@
 
 A coder turns one iteration's codes (a 32×h×w array of 0/1 bytes) into a chunk payload and back.
 It may use the codes of earlier iterations as context, never later ones, so that a file cut after
-any iteration still decodes.
+any iteration still decodes. Coders that learn from data keep their tables in the model's
+weights file (keys starting with ``entropy.``), so the weights hash in a file's header pins them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Protocol
 
 import numpy as np
+import torch
 
-from ..errors import FormatError
+from ..errors import FormatError, ModelError
+from .context import ContextCoder
+from .neural import PREFIX as NEURAL_PREFIX
+from .neural import NeuralCoder
 from .raw import RawCoder
 
 
@@ -25,18 +31,34 @@ class BitCoder(Protocol):
                previous: list[np.ndarray]) -> np.ndarray: ...
 
 
-CODERS: dict[str, BitCoder] = {c.name: c for c in [RawCoder()]}
-DEFAULT_CODER = "raw"
+PRIOR_KEY = "entropy.context.prior"
+CODER_NAMES = {c.name: c.coder_id for c in (RawCoder, ContextCoder, NeuralCoder)}
+AUTO = "auto"  # the neural coder when the model ships one, else the context coder
 
 
-def coder_by_name(name: str) -> BitCoder:
-    if name not in CODERS:
-        raise ValueError(f"unknown entropy coder {name!r}; choose one of {', '.join(CODERS)}")
-    return CODERS[name]
+def resolve(name: str, tables: Mapping[str, torch.Tensor]) -> str:
+    if name != AUTO:
+        return name
+    return NeuralCoder.name if any(k.startswith(NEURAL_PREFIX) for k in tables) \
+        else ContextCoder.name
 
 
-def coder_by_id(coder_id: int) -> BitCoder:
-    for c in CODERS.values():
-        if c.coder_id == coder_id:
-            return c
+def make_coder(name: str, tables: Mapping[str, torch.Tensor]) -> BitCoder:
+    """The coder called ``name``, set up with the model's learned tables (if it has any)."""
+    if name == RawCoder.name:
+        return RawCoder()
+    if name == ContextCoder.name:
+        prior = tables.get(PRIOR_KEY)
+        return ContextCoder(None if prior is None else prior.numpy().astype(np.int64))
+    if name == NeuralCoder.name:
+        if not any(k.startswith(NEURAL_PREFIX) for k in tables):
+            raise ModelError("this model ships no neural entropy coder; use --coder context")
+        return NeuralCoder(tables)
+    raise ValueError(f"unknown entropy coder {name!r}; choose one of {', '.join(CODER_NAMES)}")
+
+
+def coder_name(coder_id: int) -> str:
+    for name, i in CODER_NAMES.items():
+        if i == coder_id:
+            return name
     raise FormatError(f"file uses entropy coder #{coder_id}, which this version does not know")

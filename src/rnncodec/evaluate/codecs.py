@@ -1,0 +1,215 @@
+"""Codec adapters with one small interface: ``run(rgb, settings)`` yields a ``Coded`` per setting.
+
+Each adapter encodes an H×W×3 uint8 image to the bytes of a complete file (so rates count
+headers and containers), decodes those bytes back to H×W×3 uint8, and times both with a
+``Meter``. The RNN codec is progressive: it is compressed once at the highest iteration count,
+and every lower count is the real file cut with ``truncate``, decoded by one progressive pass.
+"""
+
+from __future__ import annotations
+
+import io
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import PIL
+from PIL import Image, features
+
+from .. import codec as rnn
+from .measure import Meter
+
+QUALITIES = (2, 5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 95)
+JXL_EFFORT = 7  # libjxl's default
+AVIF_SPEED = 6  # Pillow's default (0 slowest and best ... 10 fastest)
+CLASSIC = ("jpeg-420", "jpeg-444", "webp", "avif", "jxl")
+WARM_UP_SIDE = 64
+
+
+class CodecUnavailable(Exception):
+    """A codec whose library is not installed here; the evaluation goes on without it."""
+
+
+@dataclass(frozen=True)
+class Coded:
+    """One encoded file, its decoded pixels, and what encoding and decoding cost."""
+
+    setting: int
+    data: bytes
+    decoded: np.ndarray
+    encode_s: float
+    decode_s: float
+    encode_peak_rss: int | None
+    decode_peak_rss: int | None
+
+
+@dataclass(frozen=True)
+class Codec(ABC):
+    name: str  # key in results files, e.g. "jpeg-420"
+    label: str  # for tables and plots
+    version: str  # libraries or weights; any change invalidates cached points
+    settings: tuple[int, ...]  # the default sweep
+    setting_name: str = "quality"
+
+    @property
+    def identity(self) -> str:
+        return self.version
+
+    @abstractmethod
+    def run(self, rgb: np.ndarray, settings: Sequence[int]) -> Iterator[Coded]:
+        """Encode and decode ``rgb`` at each setting."""
+
+    def warm_up(self) -> None:
+        """Run once on a small image, so one-off library set-up is not timed on the first image."""
+        for _ in self.run(np.zeros((WARM_UP_SIDE, WARM_UP_SIDE, 3), np.uint8), self.settings[:1]):
+            pass
+
+
+@dataclass(frozen=True)
+class OneShotCodec(Codec):
+    """A codec that encodes each setting from scratch."""
+
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def identity(self) -> str:
+        return f"{self.version}; " + ", ".join(f"{k}={v}" for k, v in sorted(self.options.items()))
+
+    @abstractmethod
+    def encode(self, rgb: np.ndarray, setting: int) -> bytes: ...
+
+    @abstractmethod
+    def decode(self, data: bytes) -> np.ndarray: ...
+
+    def run(self, rgb: np.ndarray, settings: Sequence[int]) -> Iterator[Coded]:
+        for setting in settings:
+            meter = Meter()
+            data = self.encode(rgb, setting)
+            encode_s, encode_peak = meter.seconds(), meter.peak_rss()
+            meter = Meter()
+            decoded = self.decode(data)
+            yield Coded(setting, data, decoded, encode_s, meter.seconds(), encode_peak,
+                        meter.peak_rss())
+
+
+@dataclass(frozen=True, kw_only=True)
+class PillowCodec(OneShotCodec):
+    format: str
+
+    def encode(self, rgb: np.ndarray, setting: int) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(rgb).save(buf, format=self.format, quality=setting, **self.options)
+        return buf.getvalue()
+
+    def decode(self, data: bytes) -> np.ndarray:
+        with Image.open(io.BytesIO(data)) as img:
+            return np.array(img.convert("RGB"))
+
+
+@dataclass(frozen=True)
+class JxlCodec(OneShotCodec):
+    """JPEG XL through imagecodecs (libjxl); the setting is its quality ``level``."""
+
+    def encode(self, rgb: np.ndarray, setting: int) -> bytes:
+        import imagecodecs
+
+        return bytes(imagecodecs.jpegxl_encode(rgb, level=setting, **self.options))
+
+    def decode(self, data: bytes) -> np.ndarray:
+        import imagecodecs
+
+        return np.asarray(imagecodecs.jpegxl_decode(data))
+
+
+@dataclass(frozen=True, kw_only=True)
+class RnnCodec(Codec):
+    """A model of this package; ``model`` is a registered name or a weights file."""
+
+    model: str
+
+    def run(self, rgb: np.ndarray, settings: Sequence[int]) -> Iterator[Coded]:
+        meter = Meter()
+        laps: list[tuple[float, int | None]] = []
+        data = rnn.compress(rgb, iterations=max(settings), model=self.model,
+                            progress=lambda _: laps.append((meter.seconds(), meter.peak_rss())))
+        slot = {k: i for i, k in enumerate(sorted(settings))}
+        # Written once now, so that filling it during the pass adds no resident memory.
+        decoded = np.full((len(slot), *rgb.shape), 0, np.uint8)
+        decode_laps = []
+        meter = Meter()
+        for k, image in enumerate(rnn.decode_iterations(data, model=self.model), 1):
+            decode_laps.append((meter.seconds(), meter.peak_rss()))
+            if k in slot:
+                with meter.paused():
+                    a = np.asarray(image)
+                    decoded[slot[k]] = a[..., None] if a.ndim == 2 else a
+        for k in settings:
+            (encode_s, encode_peak), (decode_s, decode_peak) = laps[k - 1], decode_laps[k - 1]
+            yield Coded(k, rnn.truncate(data, iterations=k), decoded[slot[k]], encode_s,
+                        decode_s, encode_peak, decode_peak)
+
+
+def rnn_codec(model: str, iterations: int = rnn.DEFAULT_ITERATIONS) -> RnnCodec:
+    """The adapter for one model, named after it and identified by the weights digest and the
+    entropy coder its files use (read from a tiny file, as the codec picks it per model)."""
+    sample = rnn.info(rnn.compress(np.zeros((16, 16, 3), np.uint8), iterations=1, model=model))
+    name, digest, coder = (sample.as_dict()[k] for k in ("model", "weights", "coder"))
+    return RnnCodec(f"rnncodec:{name}", f"rnncodec {name}", f"weights {digest}, coder {coder}",
+                    tuple(range(1, iterations + 1)), "iterations", model=model)
+
+
+def _pillow_version(feature: str) -> str:
+    return f"Pillow {PIL.__version__}, {feature} {features.version(feature)}"
+
+
+def _avif_version() -> str:
+    """Pillow's own AVIF support (Pillow ≥ 11), else the pillow-avif-plugin package."""
+    if features.check("avif"):
+        return _pillow_version("avif")
+    try:
+        import pillow_avif
+    except ImportError:
+        raise CodecUnavailable("AVIF needs Pillow ≥ 11 built with libavif, or the "
+                               "pillow-avif-plugin package") from None
+    return f"Pillow {PIL.__version__}, pillow-avif-plugin {pillow_avif.__version__}"
+
+
+def _jxl_version() -> str:
+    try:
+        import imagecodecs
+    except ImportError:
+        raise CodecUnavailable("JPEG XL needs the imagecodecs package") from None
+    if not imagecodecs.JPEGXL.available:
+        raise CodecUnavailable("this imagecodecs build has no JPEG XL support")
+    return f"imagecodecs {imagecodecs.__version__}, {imagecodecs.jpegxl_version()}"
+
+
+def _jpeg(name: str, label: str, subsampling: int, q: tuple[int, ...]) -> Codec:
+    """Baseline JPEG with optimized Huffman tables; subsampling 2 is 4:2:0, 0 is 4:4:4."""
+    lib = "libjpeg_turbo" if features.check("libjpeg_turbo") else "jpg"
+    return PillowCodec(name, label, _pillow_version(lib), q, format="JPEG",
+                       options={"subsampling": subsampling, "optimize": True})
+
+
+def classic_codec(name: str, qualities: Sequence[int] = QUALITIES) -> Codec:
+    """A standard codec by name (see ``CLASSIC``); raises CodecUnavailable if it cannot run."""
+    q = tuple(qualities)
+    if not q or not all(0 <= v <= 100 for v in q):
+        raise ValueError(f"qualities must be between 0 and 100, not {q}")
+    if name == "jpeg-420":
+        return _jpeg(name, "JPEG 4:2:0", 2, q)
+    if name == "jpeg-444":
+        return _jpeg(name, "JPEG 4:4:4", 0, q)
+    if name == "webp":
+        if not features.check("webp"):
+            raise CodecUnavailable("this Pillow has no WebP support")
+        return PillowCodec(name, "WebP", _pillow_version("webp"), q, format="WEBP",
+                           options={"method": 6})
+    if name == "avif":
+        return PillowCodec(name, "AVIF", _avif_version(), q, format="AVIF",
+                           options={"speed": AVIF_SPEED})
+    if name == "jxl":
+        return JxlCodec(name, "JPEG XL", _jxl_version(), q, options={"effort": JXL_EFFORT})
+    raise ValueError(f"unknown codec {name!r}; choose from {', '.join(CLASSIC)}")

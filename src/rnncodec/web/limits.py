@@ -1,0 +1,21 @@
+"""Bounds on what one request to the web viewer may cost; the server refuses anything past them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MB = 1 << 20
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Upload size, pixel count and result-cache size, each settable with ``rnncodec serve``."""
+
+    max_upload_bytes: int = 20 * MB
+    max_pixels: int = 1_000_000  # encoding is CPU-bound: about 10 s per megapixel on one core
+    cache_bytes: int = 256 * MB  # recent results, evicted least recently used first
+
+    def __post_init__(self) -> None:
+        for name, value in vars(self).items():
+            if value < 1:
+                raise ValueError(f"{name} must be positive")

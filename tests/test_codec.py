@@ -1,0 +1,419 @@
+"""The public codec API: compress / decompress / decode_iterations / truncate / info."""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import build_tiny, gradient_image
+from PIL import Image
+
+import rnncodec
+from rnncodec import codec, zoo
+from rnncodec.codec import DEFAULT_ITERATIONS, Target
+
+# the coders a model without learned tables can use (the tiny test models have none)
+CODERS = ("raw", "context")
+from rnncodec.errors import FormatError, ImageError, InputMissingError, ModelError
+from rnncodec.format import MAX_ITERATIONS, parse
+from rnncodec.metrics import ms_ssim, psnr
+
+
+def _chunk_bytes(height: int, width: int) -> int:
+    """Bytes per iteration with the raw coder: 32 bits per 16×16 block, plus length and CRC."""
+    return 32 * math.ceil(height / 16) * math.ceil(width / 16) // 8 + 8
+
+
+# --- round trips ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("h, w", [(1, 1), (17, 33), (4000, 8), (8, 4000), (40, 56)])
+def test_odd_sizes_round_trip(h: int, w: int, tiny_model: str) -> None:
+    a = gradient_image(h, w, seed=h * w)
+    raw = codec.compress(a, iterations=2, model=tiny_model, coder="raw")
+    assert len(raw) == parse(raw).header_size + 2 * _chunk_bytes(h, w)
+    decoded = np.asarray(codec.decompress(raw, model=tiny_model))
+    for coder in CODERS:
+        data = raw if coder == "raw" else codec.compress(a, iterations=2, model=tiny_model,
+                                                          coder=coder)
+        img = codec.decompress(data, model=tiny_model)
+        assert img.size == (w, h) and img.mode == "RGB"
+        assert np.array_equal(np.asarray(img), decoded)  # the coder is lossless
+        i = codec.info(data)
+        assert (i.header.width, i.header.height) == (w, h)
+        assert i.iterations == 2 and i.bytes == len(data)
+        assert i.as_dict()["coder"] == coder
+
+
+def test_public_api_is_exported() -> None:
+    for name in ("compress", "decompress", "decode_iterations", "truncate", "info",
+                 "load_model", "RnncError", "FormatError", "ModelError"):
+        assert hasattr(rnncodec, name)
+    assert rnncodec.compress is codec.compress
+
+
+def test_compress_and_decompress_are_deterministic(
+        rgb: np.ndarray, tiny_model: str) -> None:
+    a = codec.compress(rgb, iterations=3, model=tiny_model)
+    b = codec.compress(rgb, iterations=3, model=tiny_model)
+    assert a == b
+    d1 = np.asarray(codec.decompress(a, model=tiny_model))
+    d2 = np.asarray(codec.decompress(a, model=tiny_model))
+    assert np.array_equal(d1, d2)
+
+
+def _mode_source(mode: str) -> Image.Image:
+    rgb_img = Image.fromarray(gradient_image(20, 30, seed=5), "RGB")
+    if mode == "I;16":
+        return Image.fromarray(gradient_image(20, 30, channels=0).astype(np.uint16) * 257)
+    if mode == "RGBA":
+        return Image.fromarray(gradient_image(20, 30, channels=4), "RGBA")
+    if mode == "P":
+        return rgb_img.convert("P", palette=Image.ADAPTIVE)
+    return rgb_img.convert(mode)
+
+
+@pytest.mark.parametrize("mode, decoded", [("RGB", "RGB"), ("RGBA", "RGB"), ("P", "RGB"),
+                                           ("CMYK", "RGB"), ("YCbCr", "RGB"), ("L", "L"),
+                                           ("1", "L"), ("LA", "L"), ("I;16", "L"), ("I", "L")])
+def test_modes_decode_by_the_stated_rule(mode: str, decoded: str, tiny_model: str) -> None:
+    src = _mode_source(mode)
+    assert src.mode == mode
+    data = codec.compress(src, iterations=1, model=tiny_model)
+    img = codec.decompress(data, model=tiny_model)
+    assert img.mode == decoded and img.size == (30, 20)
+    assert codec.info(data).as_dict()["mode"] == decoded
+    assert parse(data).header.gray == (decoded == "L")
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32, np.float64, bool])
+@pytest.mark.parametrize("channels", [0, 1, 3, 4])
+def test_numpy_inputs(dtype: type, channels: int, tiny_model: str) -> None:
+    a = gradient_image(9, 21, channels=max(channels, 1), seed=channels)
+    if channels == 0:
+        a = a[..., 0]
+    if dtype is np.uint16:
+        a = a.astype(np.uint16) * 257
+    elif dtype in (np.float32, np.float64):
+        a = a.astype(dtype) / 255
+    elif dtype is bool:
+        a = a > 128
+    data = codec.compress(a, iterations=1, model=tiny_model)
+    img = codec.decompress(data, model=tiny_model)
+    assert img.size == (21, 9)
+    assert img.mode == ("L" if channels in (0, 1) else "RGB")
+
+
+def test_paths_bytes_and_images_give_the_same_file(tmp_path: Path, rgb: np.ndarray,
+                                                   tiny_model: str) -> None:
+    path = tmp_path / "in.png"
+    Image.fromarray(rgb).save(path)
+    expected = codec.compress(rgb, iterations=2, model=tiny_model)
+    for src in (path, str(path), path.read_bytes(), Image.open(path)):
+        assert codec.compress(src, iterations=2, model=tiny_model) == expected
+    rnnc = tmp_path / "in.rnnc"
+    rnnc.write_bytes(expected)
+    ref = np.asarray(codec.decompress(expected, model=tiny_model))
+    for src in (rnnc, str(rnnc), bytearray(expected)):
+        assert np.array_equal(np.asarray(codec.decompress(src, model=tiny_model)), ref)
+        assert codec.info(src).iterations == 2
+
+
+def test_missing_and_unreadable_inputs(tmp_path: Path, tiny_model: str) -> None:
+    with pytest.raises(InputMissingError):
+        codec.compress(tmp_path / "nope.png", model=tiny_model)
+    with pytest.raises(InputMissingError):
+        codec.compress(tmp_path, model=tiny_model)
+    with pytest.raises(InputMissingError, match="no such file"):
+        codec.decompress(tmp_path / "nope.rnnc")
+    with pytest.raises(InputMissingError, match="directory"):
+        codec.decompress(tmp_path)
+    with pytest.raises(InputMissingError):
+        codec.info(str(tmp_path / "nope.rnnc"))
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"junk")
+    with pytest.raises(ImageError):
+        codec.compress(junk, model=tiny_model)
+    with pytest.raises(FormatError, match="magic"):
+        codec.decompress(junk, model=tiny_model)
+
+
+def test_pixel_limits(tiny_model: str, rgb: np.ndarray) -> None:
+    with pytest.raises(ImageError, match="exceeds"):
+        codec.compress(rgb, iterations=1, model=tiny_model, max_pixels=100)
+    data = codec.compress(rgb, iterations=1, model=tiny_model)
+    with pytest.raises(FormatError, match="over the limit"):
+        codec.decompress(data, model=tiny_model, max_pixels=100)
+
+
+def test_progressive_decoding_and_progress_callbacks(rnnc: bytes, rgb: np.ndarray,
+                                                     tiny_model: str) -> None:
+    steps = list(codec.decode_iterations(rnnc, model=tiny_model))
+    assert len(steps) == 6
+    assert all(s.size == (rgb.shape[1], rgb.shape[0]) for s in steps)
+    assert np.array_equal(np.asarray(steps[-1]), np.asarray(codec.decompress(rnnc,
+                                                                            model=tiny_model)))
+    assert np.array_equal(np.asarray(steps[2]),
+                          np.asarray(codec.decompress(rnnc, iterations=3, model=tiny_model)))
+    # asking for more iterations than stored decodes all of them
+    assert np.array_equal(np.asarray(codec.decompress(rnnc, iterations=50, model=tiny_model)),
+                          np.asarray(steps[-1]))
+    seen: list[int] = []
+    codec.decompress(rnnc, iterations=4, model=tiny_model, progress=seen.append)
+    assert seen == [1, 2, 3, 4]
+    seen.clear()
+    codec.compress(rgb, iterations=3, model=tiny_model, progress=seen.append)
+    assert seen == [1, 2, 3]
+    with pytest.raises(ValueError, match="at least 1"):
+        codec.decompress(rnnc, iterations=0, model=tiny_model)
+
+
+def test_encoder_and_decoder_agree_bit_for_bit(rgb: np.ndarray, tiny_model: str) -> None:
+    """The closed loop: the encoder's reconstruction is exactly the decoder's."""
+    from rnncodec.codec import iterate_codes
+    from rnncodec.images import to_array, to_tensor
+
+    loaded = zoo.load_model(tiny_model)
+    steps = iterate_codes(loaded, to_tensor(rgb))
+    encoder_side = [to_array(next(steps)[1], *rgb.shape[:2]) for _ in range(6)]
+    data = codec.compress(rgb, iterations=6, model=tiny_model)
+    for enc, dec in zip(encoder_side, codec.decode_iterations(data, model=tiny_model),
+                        strict=True):
+        assert np.array_equal(enc, np.asarray(dec))
+
+
+# --- rate control ---------------------------------------------------------------------------
+
+
+def test_fixed_iterations_and_default(rgb: np.ndarray, tiny_model: str) -> None:
+    per_chunk = _chunk_bytes(*rgb.shape[:2])
+    for n in (1, 5):
+        data = codec.compress(rgb, iterations=n, model=tiny_model, coder="raw")
+        i = codec.info(data)
+        assert i.iterations == n
+        header = parse(data).header_size
+        assert i.bpp_per_iteration == pytest.approx(
+            [(header + k * per_chunk) * 8 / rgb.shape[0] / rgb.shape[1] for k in range(1, n + 1)])
+    assert codec.info(codec.compress(rgb, model=tiny_model)).iterations == DEFAULT_ITERATIONS
+    assert Target().max_iterations == DEFAULT_ITERATIONS == 16
+
+
+@pytest.mark.parametrize("coder", CODERS)
+@pytest.mark.parametrize("bpp", [0.3, 0.5, 1.0, 2.5])
+def test_bpp_target_is_the_most_iterations_within_budget(bpp: float, coder: str, rgb: np.ndarray,
+                                                         tiny_model: str) -> None:
+    pixels = rgb.shape[0] * rgb.shape[1]
+    data = codec.compress(rgb, bpp=bpp, model=tiny_model, coder=coder)
+    n = codec.info(data).iterations
+    assert n >= 1
+    assert len(data) * 8 <= bpp * pixels or n == 1
+    assert n > 1 or bpp < 1  # the larger budgets do hold several iterations
+    longer = codec.compress(rgb, iterations=n + 1, model=tiny_model, coder=coder)
+    assert len(longer) * 8 > bpp * pixels  # one more iteration would exceed it
+    assert longer.startswith(data)  # embedded: the bpp file is a prefix of the longer one
+
+
+def test_bpp_target_too_small_keeps_one_iteration(rgb: np.ndarray, tiny_model: str) -> None:
+    data = codec.compress(rgb, bpp=0.01, model=tiny_model, coder="raw")
+    assert codec.info(data).iterations == 1
+    assert len(data) * 8 > 0.01 * rgb.shape[0] * rgb.shape[1]
+
+
+def test_bpp_target_is_capped_at_max_iterations(tiny_model: str) -> None:
+    a = gradient_image(16, 16)
+    data = codec.compress(a, bpp=1000, model=tiny_model)
+    assert codec.info(data).iterations == codec.DEFAULT_ITERATIONS == Target(bpp=1000).max_iterations
+
+
+def _quality_curve(a: np.ndarray, metric, tiny_model: str) -> list[float]:
+    data = codec.compress(a, iterations=codec.DEFAULT_ITERATIONS, model=tiny_model)
+    return [metric(a, np.asarray(im)) for im in codec.decode_iterations(data, model=tiny_model)]
+
+
+@pytest.mark.parametrize("name, metric", [("psnr", psnr), ("ms_ssim", ms_ssim)])
+def test_quality_target_is_the_first_iteration_reaching_it(name: str, metric,
+                                                           tiny_model: str) -> None:
+    """With the real metric and thresholds taken from the quality curve itself, compress stops
+    at the first iteration reaching the threshold; an unreachable one uses every iteration."""
+    a = gradient_image(24, 40, seed=2)
+    curve = _quality_curve(a, metric, tiny_model)
+    for t in sorted(set(curve))[-3:] + [min(curve)]:
+        data = codec.compress(a, model=tiny_model, **{name: t})
+        first = next(j for j, q in enumerate(curve) if q >= t) + 1
+        assert codec.info(data).iterations == first, (t, curve)
+        decoded = np.asarray(codec.decompress(data, model=tiny_model))
+        assert metric(a, decoded) >= t
+    unreachable = 99.0 if name == "psnr" else 0.999999
+    assert max(curve) < unreachable
+    data = codec.compress(a, model=tiny_model, **{name: unreachable})
+    assert codec.info(data).iterations == codec.DEFAULT_ITERATIONS
+
+
+@pytest.mark.parametrize("name", ["psnr", "ms_ssim"])
+def test_quality_target_stops_at_the_fewest_iterations(name: str, rgb: np.ndarray,
+                                                       tiny_model: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scripted metric that improves with every call: compress must stop at the first
+    iteration whose decoded image scores at least the target, and score exactly what the
+    decoder will show after that iteration."""
+    seen: list[np.ndarray] = []
+    real = psnr if name == "psnr" else ms_ssim
+
+    def scripted(original: np.ndarray, decoded: np.ndarray) -> float:
+        assert np.array_equal(original, rgb)
+        seen.append(decoded.copy())
+        return 10.0 * len(seen) if name == "psnr" else 1 - 0.5 ** len(seen)
+
+    monkeypatch.setattr(codec, name, scripted)
+    target = 35.0 if name == "psnr" else 0.9  # reached on the 4th call
+    data = codec.compress(rgb, model=tiny_model, **{name: target})
+    monkeypatch.setattr(codec, name, real)
+    assert codec.info(data).iterations == 4 == len(seen)
+    decoded = [np.asarray(im) for im in codec.decode_iterations(data, model=tiny_model)]
+    assert all(np.array_equal(x, y) for x, y in zip(seen, decoded, strict=True))
+
+
+def test_quality_target_on_gray_image_uses_the_gray_image(tiny_model: str) -> None:
+    g = gradient_image(20, 20, channels=0)
+    data = codec.compress(g, psnr=1.0, model=tiny_model)
+    assert codec.info(data).iterations == 1
+    img = codec.decompress(data, model=tiny_model)
+    assert img.mode == "L" and psnr(g, np.asarray(img)) >= 1.0
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"iterations": 0}, "iterations"), ({"iterations": MAX_ITERATIONS + 1}, "iterations"),
+    ({"bpp": 0}, "bpp"), ({"bpp": -1}, "bpp"), ({"bpp": float("nan")}, "bpp"),
+    ({"ms_ssim": 0}, "ms_ssim"), ({"ms_ssim": 1}, "ms_ssim"), ({"ms_ssim": 1.5}, "ms_ssim"),
+    ({"psnr": 0}, "psnr"), ({"psnr": -3}, "psnr"), ({"psnr": float("nan")}, "psnr"),
+    ({"iterations": 3, "bpp": 1.0}, "only one"), ({"bpp": 1.0, "psnr": 30}, "only one"),
+    ({"ms_ssim": 0.9, "psnr": 30}, "only one"),
+])
+def test_target_validation(kw: dict, match: str, rgb: np.ndarray, tiny_model: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        Target(**kw)
+    with pytest.raises(ValueError, match=match):
+        codec.compress(rgb, model=tiny_model, **kw)
+
+
+def test_target_limits() -> None:
+    assert Target(iterations=MAX_ITERATIONS).max_iterations == MAX_ITERATIONS
+    assert Target(psnr=30).max_iterations == codec.DEFAULT_ITERATIONS
+    assert Target(ms_ssim=0.9).max_iterations == codec.DEFAULT_ITERATIONS
+    assert not Target(bpp=1).quality_reached(np.zeros((2, 2)), np.zeros((2, 2)))
+
+
+def test_unknown_coder(rgb: np.ndarray, tiny_model: str) -> None:
+    with pytest.raises(ValueError, match="unknown entropy coder"):
+        codec.compress(rgb, iterations=1, model=tiny_model, coder="huffman")
+
+
+# --- models ---------------------------------------------------------------------------------
+
+
+def test_file_from_another_model_is_refused(rgb: np.ndarray, tiny_model: str,
+                                            other_model: str, tmp_path: Path) -> None:
+    data = codec.compress(rgb, iterations=2, model=tiny_model)
+    assert parse(data).header.model == "tiny"
+    with pytest.raises(ModelError, match=r"made by model 'tiny'.*not by 'tiny-other'"):
+        codec.decompress(data, model=other_model)
+    with pytest.raises(ModelError, match=r"made by model 'tiny'.*not by 'rgru-rs-w25'"):
+        codec.decompress(data, model=zoo.DEFAULT_MODEL)
+    # the header names a model that is not installed: decompress says which
+    with pytest.raises(ModelError, match="'tiny', which is not installed"):
+        codec.decompress(data)
+    # same name, different weights: refused by the weights hash
+    impostor = tmp_path / "impostor.safetensors"
+    zoo.save_weights(build_tiny(seed=99), impostor, name="tiny")
+    with pytest.raises(ModelError, match=r"'tiny' \(weights [0-9a-f]{12}\)"):
+        codec.decompress(data, model=str(impostor))
+    # and the other direction
+    other = codec.compress(rgb, iterations=1, model=other_model)
+    with pytest.raises(ModelError, match="tiny-other"):
+        codec.decompress(other, model=tiny_model)
+
+
+def test_missing_model_for_compress(rgb: np.ndarray) -> None:
+    with pytest.raises(ModelError, match="unknown model"):
+        codec.compress(rgb, iterations=1, model="no-such-model")
+
+
+def test_default_model_round_trip_small_images() -> None:
+    """The shipped model works end to end (its quality is not tested here)."""
+    a = gradient_image(24, 20, seed=11)
+    data = codec.compress(a, iterations=2)
+    h = parse(data).header
+    assert h.model == zoo.DEFAULT_MODEL and h.digest == zoo.load_model().digest
+    img = codec.decompress(data)  # the model named in the header
+    assert img.size == (20, 24) and img.mode == "RGB"
+    g = codec.decompress(codec.compress(a[..., 0], iterations=1))
+    assert g.size == (20, 24) and g.mode == "L"
+
+
+# --- truncate and info ----------------------------------------------------------------------
+
+
+def test_truncate_by_iterations_and_bpp(rnnc: bytes, rgb: np.ndarray, tiny_model: str,
+                                        tmp_path: Path) -> None:
+    c = parse(rnnc)
+    pixels = rgb.shape[0] * rgb.shape[1]
+    three = codec.truncate(rnnc, iterations=3)
+    assert three == rnnc[: c.size_after(3)]
+    assert codec.truncate(rnnc, iterations=100) == rnnc
+    assert np.array_equal(np.asarray(codec.decompress(three, model=tiny_model)),
+                          np.asarray(codec.decompress(rnnc, iterations=3, model=tiny_model)))
+    for bpp in (0.4, 0.6, 1.0):
+        cut = codec.truncate(rnnc, bpp=bpp)
+        n = len(parse(cut).chunks)
+        assert len(cut) * 8 <= bpp * pixels or n == 1
+        assert n == len(c.chunks) or c.size_after(n + 1) * 8 > bpp * pixels
+        # the same as compressing to that bpp directly (the stream is embedded)
+        assert cut == codec.compress(rgb, bpp=bpp, model=tiny_model)[: len(cut)]
+    assert len(parse(codec.truncate(rnnc, bpp=0.001)).chunks) == 1
+    path = tmp_path / "f.rnnc"
+    path.write_bytes(rnnc)
+    assert codec.truncate(path, iterations=2) == rnnc[: c.size_after(2)]
+
+
+@pytest.mark.parametrize("kw", [{}, {"iterations": 2, "bpp": 1.0}, {"iterations": 0}])
+def test_truncate_argument_errors(kw: dict, rnnc: bytes) -> None:
+    with pytest.raises(ValueError):
+        codec.truncate(rnnc, **kw)
+
+
+def test_truncate_refuses_corrupt_input(rnnc: bytes) -> None:
+    with pytest.raises(FormatError):
+        codec.truncate(rnnc[:-3], iterations=1)
+
+
+def test_info(rnnc: bytes, rgb: np.ndarray, tiny_model: str) -> None:
+    i = codec.info(rnnc)
+    d = i.as_dict()
+    assert d["width"] == rgb.shape[1] and d["height"] == rgb.shape[0]
+    assert d["mode"] == "RGB" and d["model"] == "tiny" and d["coder"] == "context"
+    assert d["weights"] == zoo.load_model(tiny_model).digest.hex()
+    assert d["iterations"] == 6 and d["bytes"] == len(rnnc)
+    assert d["bpp"] == pytest.approx(len(rnnc) * 8 / (rgb.shape[0] * rgb.shape[1]))
+    assert d["bpp_per_iteration"] == sorted(d["bpp_per_iteration"])
+    assert len(d["bpp_per_iteration"]) == 6
+
+
+def test_decoded_image_saves_as_png(rnnc: bytes, tiny_model: str) -> None:
+    buf = io.BytesIO()
+    codec.decompress(rnnc, model=tiny_model).save(buf, format="PNG")
+    assert Image.open(io.BytesIO(buf.getvalue())).size == (56, 40)
+
+
+def test_iterating_codes_leaves_gradients_on_in_the_caller(tiny_model: str) -> None:
+    """A generator suspended inside inference mode would switch autograd off for its caller."""
+    import torch
+
+    from rnncodec.images import to_tensor
+
+    steps = codec.iterate_codes(zoo.load_model(tiny_model), to_tensor(gradient_image(16, 16)))
+    codes, _ = next(steps)
+    assert codes.shape == (32, 1, 1)
+    assert torch.is_grad_enabled() and not torch.is_inference_mode_enabled()

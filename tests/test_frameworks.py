@@ -1,0 +1,167 @@
+"""ModelConfig, the three reconstruction frameworks, the coding state and the loss."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import TINY_WIDTH, build_tiny
+
+from rnncodec.frameworks import FRAMEWORKS, ModelConfig, RNNCompressor, residual_loss
+
+CELL_NAMES = ["lstm", "assoc-lstm", "gru", "residual-gru"]
+
+
+def _image(n: int = 1, h: int = 32, w: int = 48, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 3, h, w, generator=g) - 0.5
+
+
+def test_config_defaults_and_dict() -> None:
+    c = ModelConfig()
+    assert (c.cell, c.framework, c.width) == ("residual-gru", "residual-scaling", 1.0)
+    assert ModelConfig(**c.to_dict()) == c
+    assert FRAMEWORKS == ("one-shot", "additive", "residual-scaling")
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"cell": "rnn"}, "unknown cell"),
+    ({"framework": "magic"}, "unknown framework"),
+    ({"width": 0}, "width"),
+    ({"width": -1}, "width"),
+    ({"width": 4.5}, "width"),
+])
+def test_config_validation(kw: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        ModelConfig(**kw)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_gain_estimator_only_for_residual_scaling(framework: str) -> None:
+    net = build_tiny(framework=framework)
+    assert (net.gain is not None) == (framework == "residual-scaling")
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_forward_shapes(framework: str) -> None:
+    net = build_tiny(framework=framework).eval()
+    x = _image(2)
+    with torch.no_grad():
+        recons = net(x, 3)
+    assert len(recons) == 3
+    assert all(r.shape == x.shape for r in recons)
+    state = net.initial_state(x)
+    assert torch.equal(state.recon, torch.zeros_like(x))
+    assert state.enc == [None] * 3 and state.dec == [None] * 4
+    with torch.no_grad():
+        bits, state = net.encode_step(x, state)
+    assert bits.shape == (2, 32, 2, 3)
+    assert ((bits == 1) | (bits == -1)).all()
+    assert all(s is not None for s in state.enc)
+    assert state.dec == [None] * 4  # encoding does not touch the decoder
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("cell", CELL_NAMES)
+def test_decode_step_reproduces_forward_in_eval_mode(cell: str, framework: str) -> None:
+    """A decoder that sees only the bits rebuilds exactly the encoder's reconstructions."""
+    net = build_tiny(cell, framework, seed=7).eval()
+    x = _image(seed=1)
+    with torch.no_grad():
+        recons = net(x, 4)
+        enc_state = net.initial_state(x)
+        all_bits = []
+        for _ in range(4):
+            bits, enc_state = net.encode_step(x, enc_state)
+            enc_state = net.decode_step(bits, enc_state)
+            all_bits.append(bits)
+        # the decoder side: fresh state, exact ±1 bits (as read from a file)
+        dec_state = net.initial_state(torch.zeros_like(x))
+        for i, bits in enumerate(all_bits):
+            exact = torch.where(bits > 0, 1.0, -1.0)
+            dec_state = net.decode_step(exact, dec_state)
+            assert torch.equal(dec_state.recon, recons[i]), f"iteration {i + 1}"
+    assert not torch.equal(recons[0], recons[-1])
+
+
+def test_one_shot_predicts_the_image() -> None:
+    net = build_tiny(framework="one-shot").eval()
+    x = _image()
+    with torch.no_grad():
+        bits, state = net.encode_step(x, net.initial_state(x))
+        out, _ = net.decoder(bits, [None] * 4)
+        after = net.decode_step(bits, state)
+    assert torch.allclose(after.recon, out * 0.5)
+    assert after.recon.abs().max() <= 0.5
+
+
+def test_additive_adds_the_decoder_output() -> None:
+    net = build_tiny(framework="additive").eval()
+    x = _image()
+    with torch.no_grad():
+        bits, state = net.encode_step(x, net.initial_state(x))
+        first = net.decode_step(bits, state)
+        bits2, state2 = net.encode_step(x, first)
+        out2, _ = net.decoder(bits2, first.dec)
+        second = net.decode_step(bits2, state2)
+    assert torch.allclose(second.recon, first.recon + out2, atol=1e-6)
+
+
+def test_residual_scaling_divides_by_the_gain() -> None:
+    net = build_tiny(framework="residual-scaling").eval()
+    x = _image()
+    with torch.no_grad():
+        bits, state = net.encode_step(x, net.initial_state(x))
+        first = net.decode_step(bits, state)
+        gain = net.gain(first.recon)
+        assert gain.shape == (1, 1, 32, 48)
+        assert (gain >= 1).all()
+        bits2, state2 = net.encode_step(x, first)
+        out2, _ = net.decoder(bits2, first.dec)
+        second = net.decode_step(bits2, state2)
+    assert torch.allclose(second.recon, first.recon + out2 / gain, atol=1e-6)
+
+
+def test_residual_scaling_encoder_sees_the_scaled_residual() -> None:
+    net = build_tiny(framework="residual-scaling").eval()
+    x = _image()
+    with torch.no_grad():
+        state = net.initial_state(x)
+        net.gain.net[-1].bias.fill_(3.0)  # gain = ELU(3 + ...) + 2 > 1
+        g = net.gain(state.recon)
+        assert (g > 1).all()
+        bits, _ = net.encode_step(x, state)
+        feats, _ = net.encoder(x * g, [None] * 3)
+        assert torch.equal(bits, net.binarizer(feats))
+        unscaled, _ = net.encoder(x, [None] * 3)
+        assert not torch.equal(bits, net.binarizer(unscaled))
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_training_path_is_stochastic_and_differentiable(framework: str) -> None:
+    net = build_tiny(framework=framework, seed=3).train()
+    x = _image(2, 32, 32)
+    torch.manual_seed(0)
+    recons = net(x, 3)
+    loss = residual_loss(x, recons)
+    loss.backward()
+    for name, p in net.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient reaches {name}"
+    torch.manual_seed(1)
+    with torch.no_grad():
+        other = net(x, 3)
+    assert not torch.equal(other[-1], recons[-1].detach())
+
+
+def test_residual_loss_is_mean_l1_over_iterations() -> None:
+    x = _image()
+    r1, r2 = torch.zeros_like(x), x + 0.1
+    loss = residual_loss(x, [r1, r2])
+    expected = (x.abs().mean() + 0.1) / 2
+    assert torch.isclose(loss, expected, atol=1e-6)
+    assert residual_loss(x, [x, x]) == 0
+
+
+def test_width_scales_parameter_count() -> None:
+    tiny = sum(p.numel() for p in RNNCompressor(ModelConfig(width=TINY_WIDTH)).parameters())
+    small = sum(p.numel() for p in RNNCompressor(ModelConfig(width=0.1)).parameters())
+    assert tiny < small

@@ -1,0 +1,409 @@
+"""A corpus of crafted hostile .rnnc files, each refused with its documented error.
+
+For every case: the API raises the documented ``RnncError`` subclass with one clear line;
+``rnncodec decompress`` exits with that error's status, prints exactly one ``rnncodec: error:``
+line and no traceback, and leaves no output file and no ``.part`` temp file; ``rnncodec info``
+refuses the file too when the fault is in the container (and describes it otherwise). The CLI
+runs in-process for every case and as a real subprocess for a few (all of them with -m slow).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hostile_helpers import (
+    Seeds,
+    assert_one_error_line,
+    check_message,
+    chunk_offsets,
+    flip_bit,
+    gradient,
+    header_end,
+    header_size,
+    hostile_seeds,
+    invoke,
+    listing,
+    patch_header,
+    png_bytes,
+    raw_header,
+    run_cli,
+    with_chunks,
+    with_header,
+)
+
+from rnncodec import codec
+from rnncodec.entropy import CODER_NAMES
+from rnncodec.errors import FormatError, InputMissingError, ModelError, OutputError, RnncError
+from rnncodec.format import MAX_ITERATIONS, MAX_SIDE, parse
+
+__all__ = ["hostile_seeds"]  # a fixture, imported for pytest
+
+# A first context-coded chunk for a 2×3-block grid (no prior, no history) that constriction's
+# range decoder itself rejects as invalid compressed data (its AssertionError must not leak).
+RANGE_DECODER_REJECTS = bytes.fromhex("556418e597cb88267010ce0a6545727b")
+
+
+def _chunks(data: bytes) -> list[bytes]:
+    return parse(data).chunks
+
+
+def _set_length(data: bytes, index: int, n: int) -> bytes:
+    b = bytearray(data)
+    struct.pack_into(">I", b, chunk_offsets(data)[index], n)
+    return bytes(b)
+
+
+def _swap_chunks(s: Seeds) -> bytes:
+    """Chunks 1 and 2 swapped, each keeping its own (now misplaced) CRC."""
+    data = s.raw
+    o = chunk_offsets(data) + [len(data)]
+    return data[:o[0]] + data[o[1]:o[2]] + data[o[0]:o[1]] + data[o[2]:]
+
+
+def _other_image_chunk(s: Seeds) -> bytes:
+    """The second chunk of another image of the same size, spliced in with a valid CRC."""
+    other = codec.compress(gradient(20, 36, seed=77), iterations=3, model=s.model,
+                           coder="context")
+    chunks = _chunks(s.context)
+    chunks[1] = _chunks(other)[1]
+    return with_chunks(s.context, chunks)
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    build: Callable[[Seeds], bytes | None]  # None: see ``special``
+    error: type[RnncError]
+    match: str  # must appear in the message
+    model: str | None = "tiny"  # "tiny", "other" or None (the model named in the file)
+    info_fails: bool = True  # a container-level fault: `info` refuses the file as well
+    special: str = ""  # "directory" or "missing"
+    subprocess: bool = False  # also run as a real subprocess in the default (fast) selection
+
+
+def _cases() -> list[Case]:
+    C = Case
+    ctx = "context"
+    cases = [
+        C("empty file", lambda s: b"", FormatError, "bad magic"),
+        C("bad magic", lambda s: b"RNNX" + s.raw[4:], FormatError, "bad magic"),
+        C("a PNG image", lambda s: png_bytes(4, 4), FormatError, "bad magic"),
+        C("three bytes of magic", lambda s: s.raw[:3], FormatError, "bad magic"),
+        C("wrong version", lambda s: patch_header(s.raw, version=2), FormatError,
+          "unsupported .rnnc version 2"),
+        C("wrong version, stale header CRC", lambda s: s.raw[:4] + b"\xff" + s.raw[5:],
+          FormatError, "unsupported .rnnc version 255"),
+        C("unknown flags", lambda s: patch_header(s.raw, flags=0x81), FormatError,
+          "unknown header flags 0x81"),
+        C("unknown coder id", lambda s: patch_header(s.raw, coder=7), FormatError,
+          "entropy coder #7"),
+        C("huge declared size", lambda s: patch_header(s.raw, width=1_000_000,
+                                                       height=1_000_000),
+          FormatError, "implausible image size 1000000×1000000", subprocess=True),
+        C("side over 2**20", lambda s: patch_header(s.raw, width=MAX_SIDE + 1), FormatError,
+          "implausible image size"),
+        C("area over 2**28", lambda s: patch_header(s.raw, width=MAX_SIDE, height=257),
+          FormatError, "implausible image size"),
+        C("largest u32 sizes", lambda s: patch_header(s.raw, width=2**32 - 1,
+                                                      height=2**32 - 1),
+          FormatError, "implausible image size"),
+        C("zero width", lambda s: patch_header(s.raw, width=0), FormatError,
+          "implausible image size 0×20"),
+        C("zero height", lambda s: patch_header(s.raw, height=0), FormatError,
+          "implausible image size 36×0"),
+        C("over the decoder's pixel limit", lambda s: patch_header(s.raw, width=8001,
+                                                                   height=8000),
+          FormatError, "over the limit", info_fails=False),
+        C("truncated in the fixed header", lambda s: s.raw[:10], FormatError,
+          "truncated inside the header"),
+        C("truncated in the model name", lambda s: s.raw[:18], FormatError,
+          "truncated inside the header"),
+        C("truncated in the header CRC", lambda s: s.raw[:header_size(s.raw) - 1],
+          FormatError, "truncated inside the header"),
+        C("model name length past the end", lambda s: recrc_name_len(s.raw[:40]),
+          FormatError, "truncated inside the header"),
+        C("header only", lambda s: s.raw[:header_size(s.raw)], FormatError,
+          "holds no iterations", info_fails=False),
+        C("chunk length past the end", lambda s: _set_length(s.raw, 0, 2**32 - 1),
+          FormatError, "truncated inside iteration 1"),
+        C("chunk length one too long", lambda s: _set_length(s.raw, 0, len(_chunks(s.raw)[0])
+                                                             + 1),
+          FormatError, "iteration 1"),
+        C("chunk length zero", lambda s: _set_length(s.raw, 1, 0), FormatError,
+          "iteration 2"),
+        C("cut inside the second chunk", lambda s: s.raw[:chunk_offsets(s.raw)[1] + 5],
+          FormatError, "truncated inside iteration 2"),
+        C("trailing bytes", lambda s: s.raw + b"\0\0\0", FormatError,
+          "truncated inside iteration 4"),
+        C("flipped bit in width", lambda s: flip_bit(s.raw, 6 * 8 + 7), FormatError,
+          "header checksum mismatch"),
+        C("flipped bit in weights hash", lambda s: flip_bit(s.raw, (header_end(s.raw) - 3) * 8),
+          FormatError, "header checksum mismatch"),
+        C("flipped bit in header CRC", lambda s: flip_bit(s.raw, header_end(s.raw) * 8 + 31),
+          FormatError, "header checksum mismatch"),
+        C("flipped bit in a payload", lambda s: flip_bit(s.raw, (chunk_offsets(s.raw)[1] + 6)
+                                                         * 8),
+          FormatError, "checksum mismatch in iteration 2"),
+        C("flipped bit in a chunk CRC", lambda s: flip_bit(s.raw, (chunk_offsets(s.raw)[1] - 1)
+                                                           * 8),
+          FormatError, "checksum mismatch in iteration 1"),
+        C("chunks swapped", _swap_chunks, FormatError, "checksum mismatch in iteration 1"),
+        C("65 iterations", lambda s: with_chunks(s.raw, _chunks(s.raw)[:1]
+                                                 * (MAX_ITERATIONS + 1)),
+          FormatError, "more than 64 iterations"),
+        # valid CRCs around bad payloads: the coders' own checks
+        C("raw payload one byte short", lambda s: with_chunks(s.raw, [_chunks(s.raw)[0][:-1]]),
+          FormatError, "raw chunk holds 23 bytes, expected 24", info_fails=False),
+        C("raw payload one byte long", lambda s: with_chunks(s.raw, [_chunks(s.raw)[0] + b"!"]),
+          FormatError, "raw chunk holds 25 bytes, expected 24", info_fails=False),
+        C("raw payload empty", lambda s: with_chunks(s.raw, [b""]), FormatError,
+          "raw chunk holds 0 bytes", info_fails=False),
+        C("context payload of garbage", lambda s: with_chunks(s.context, [bytes(range(40))]),
+          FormatError, "entropy decoder desync", info_fails=False, subprocess=True),
+        C("context payload the range decoder rejects",
+          lambda s: with_chunks(s.context, [RANGE_DECODER_REJECTS]), FormatError,
+          "entropy decoder desync", info_fails=False),
+        C("context payload of impossible length", lambda s: with_chunks(s.context, [b"12345"]),
+          FormatError, "impossible length", info_fails=False),
+        C("context payload empty", lambda s: with_chunks(s.context, [b""]), FormatError,
+          "impossible length", info_fails=False),
+        C("context payload with a broken codes CRC",
+          lambda s: with_chunks(s.context, [flip_bit(_chunks(s.context)[0], 0)]),
+          FormatError, "entropy decoder desync", info_fails=False),
+        C("context chunk from another image", _other_image_chunk, FormatError,
+          "entropy decoder desync", info_fails=False),
+        C("raw chunks under a context header",
+          lambda s: patch_header(s.raw, coder=CODER_NAMES[ctx]), FormatError,
+          "entropy decoder desync", info_fails=False),
+        # the model
+        C("wrong weights hash", lambda s: with_header(s.context, digest=bytes(16)), ModelError,
+          "file was made by model 'tiny'", info_fails=False),
+        C("decoded with another model", lambda s: s.context, ModelError,
+          "file was made by model 'tiny'", model="other", info_fails=False),
+        C("unknown model name", lambda s: with_header(s.context, model="no-such-model"),
+          ModelError, "'no-such-model', which is not installed", model=None,
+          info_fails=False),
+        C("model name is a path on this machine",
+          lambda s: with_header(s.context, model=s.model), ModelError,
+          "which is not installed", model=None, info_fails=False),
+        C("model name is not UTF-8", lambda s: raw_header(name=b"\xff\xfe") + s.raw[
+            header_size(s.raw):], FormatError, "not UTF-8"),
+        # the input path
+        C("directory", lambda s: None, InputMissingError, "is a directory",
+          special="directory", subprocess=True),
+        C("missing file", lambda s: None, InputMissingError, "no such file", special="missing"),
+    ]
+    if "neural" in CODER_NAMES:
+        cases += [
+            C("neural payload of garbage",
+              lambda s: with_chunks(s.files["neural"], [bytes(range(40))]), FormatError,
+              "entropy decoder desync", info_fails=False),
+            C("neural payload of impossible length",
+              lambda s: with_chunks(s.files["neural"], [b"123"]), FormatError,
+              "impossible length", info_fails=False),
+        ]
+    return cases
+
+
+def recrc_name_len(data: bytes) -> bytes:
+    """A header whose model-name length (255) runs past the end of the file."""
+    return data[:15] + b"\xff" + data[16:]
+
+
+CASES = _cases()
+EXIT = {FormatError: 65, ModelError: 65, InputMissingError: 66}
+
+
+@pytest.fixture()
+def case_file(request: pytest.FixtureRequest, hostile_seeds: Seeds, tmp_path: Path) -> Path:
+    case: Case = request.param
+    path = tmp_path / "case.rnnc"
+    if case.special == "directory":
+        path.mkdir()
+    elif case.special != "missing":
+        data = case.build(hostile_seeds)
+        assert data is not None
+        path.write_bytes(data)
+    return path
+
+
+def _model_args(case: Case, seeds: Seeds) -> list[str]:
+    return {"tiny": ["--model", seeds.model], "other": ["--model", seeds.other_model],
+            None: []}[case.model]
+
+
+def _model(case: Case, seeds: Seeds) -> str | None:
+    return {"tiny": seeds.model, "other": seeds.other_model, None: None}[case.model]
+
+
+def _param(case: Case, fast: bool = True) -> object:
+    marks = () if fast else (pytest.mark.slow,)
+    return pytest.param(case, case, id=case.name, marks=marks)
+
+
+def test_every_case_is_distinct(hostile_seeds: Seeds) -> None:
+    built = [c.build(hostile_seeds) for c in CASES if not c.special]
+    assert len(set(built)) == len(built)
+    assert len({c.name for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case,case_file", [_param(c) for c in CASES],
+                         indirect=["case_file"])
+def test_api_raises_the_documented_error(case: Case, case_file: Path,
+                                         hostile_seeds: Seeds) -> None:
+    model = _model(case, hostile_seeds)
+    sources: list[object] = [case_file]
+    if case_file.is_file():
+        sources.append(case_file.read_bytes())
+    for source in sources:
+        with pytest.raises(case.error) as e:
+            codec.decompress(source, model=model)
+        assert type(e.value) is case.error  # the documented class itself
+        assert case.match in check_message(e.value)
+        with pytest.raises(case.error):
+            list(codec.decode_iterations(source, model=model))
+    if case.info_fails:
+        with pytest.raises(case.error) as e:
+            codec.info(case_file).as_dict()
+        check_message(e.value)
+        if case.name != "unknown coder id":  # truncate cuts chunks without decoding them
+            with pytest.raises(case.error):
+                codec.truncate(case_file, iterations=1)
+    else:
+        codec.info(case_file).as_dict()
+
+
+def _check_cli(case: Case, folder: Path, decompress: tuple[int, str, str],
+               info: tuple[int, str, str], before: set[str]) -> None:
+    code, out, err = decompress
+    assert code == EXIT[case.error] == case.error.exit_code, err
+    message = assert_one_error_line(err, out)
+    assert case.match in message
+    assert out == ""
+    assert listing(folder) == before, "an output or temp file was left behind"
+    code, out, err = info
+    if case.info_fails:
+        assert code == EXIT[case.error], err
+        assert case.match in assert_one_error_line(err, out)
+        assert out == ""
+    else:
+        assert code == 0 and err == "" and "Traceback" not in out, err
+        assert out.startswith("width")
+
+
+@pytest.mark.parametrize("case,case_file", [_param(c) for c in CASES],
+                         indirect=["case_file"])
+def test_cli_in_process(case: Case, case_file: Path, hostile_seeds: Seeds) -> None:
+    folder = case_file.parent
+    before = listing(folder)
+    d = invoke(["decompress", str(case_file), *_model_args(case, hostile_seeds)])
+    assert d.exception is None or isinstance(d.exception, SystemExit), d.exception
+    i = invoke(["info", str(case_file)])
+    assert i.exception is None or isinstance(i.exception, SystemExit), i.exception
+    _check_cli(case, folder, (d.exit_code, d.stdout, d.stderr),
+               (i.exit_code, i.stdout, i.stderr), before)
+
+
+@pytest.mark.parametrize("case,case_file", [_param(c, c.subprocess) for c in CASES],
+                         indirect=["case_file"])
+def test_cli_subprocess(case: Case, case_file: Path, hostile_seeds: Seeds) -> None:
+    """The installed ``rnncodec`` script, for real: exit status, stderr, files left."""
+    folder = case_file.parent
+    before = listing(folder)
+    with ThreadPoolExecutor(2) as pool:  # the two commands at once: each mostly imports torch
+        d = pool.submit(run_cli, ["decompress", case_file.name,
+                                  *_model_args(case, hostile_seeds)], folder)
+        i = pool.submit(run_cli, ["info", case_file.name], folder)
+        d, i = d.result(), i.result()
+    _check_cli(case, folder, (d.returncode, d.stdout, d.stderr),
+               (i.returncode, i.stdout, i.stderr), before)
+
+
+# --- every cut and every flipped bit --------------------------------------------------------
+
+
+@pytest.mark.parametrize("coder", sorted(CODER_NAMES))
+def test_cut_at_every_offset_of_the_header_and_first_chunk(coder: str, hostile_seeds: Seeds,
+                                                           tmp_path: Path) -> None:
+    data = hostile_seeds.files[coder]
+    hs, second = header_size(data), chunk_offsets(data)[1]
+    for cut in range(second + 1):
+        piece = data[:cut]
+        if cut == second:
+            assert codec.decompress(piece, model=hostile_seeds.model).size == (36, 20)
+            continue
+        with pytest.raises(FormatError) as e:
+            codec.decompress(piece, model=hostile_seeds.model)
+        message = check_message(e.value)
+        if cut < 4:
+            assert "bad magic" in message
+        elif cut < hs:
+            assert "truncated inside the header" in message
+        elif cut == hs:
+            assert "holds no iterations" in message
+        else:
+            assert "truncated inside iteration 1" in message
+    # and the command line, in-process, at every offset inside the first chunk
+    path = tmp_path / "cut.rnnc"
+    for cut in range(hs + 1, second):
+        path.write_bytes(data[:cut])
+        r = invoke(["decompress", str(path), "--model", hostile_seeds.model, "-q"])
+        assert r.exit_code == 65 and isinstance(r.exception, SystemExit), r.exception
+        assert "truncated inside iteration 1" in assert_one_error_line(r.stderr, r.stdout)
+        assert listing(tmp_path) == {"cut.rnnc"}
+
+
+@pytest.mark.parametrize("name", ["raw", "context", "context-gray"])
+def test_every_single_bit_flip_is_caught_by_a_crc(name: str, hostile_seeds: Seeds) -> None:
+    data = hostile_seeds.files[name]
+    for bit in range(len(data) * 8):
+        with pytest.raises(FormatError) as e:
+            parse(flip_bit(data, bit))
+        check_message(e.value)
+
+
+@pytest.mark.parametrize("coder", [c for c in sorted(CODER_NAMES) if c != "raw"])
+def test_every_payload_bit_flip_under_a_valid_crc(coder: str, hostile_seeds: Seeds) -> None:
+    """Past the chunk CRC, an entropy-coded payload with any one bit flipped is refused by the
+    coder's desync check, or (a bit the range coder never reads) decodes to the same image."""
+    data = hostile_seeds.files[coder]
+    good = np.asarray(codec.decompress(data, model=hostile_seeds.model))
+    chunks, same = _chunks(data), 0
+    stride = 1 if coder == "context" else 4  # the neural coder is slower: every 4th bit
+    for i, payload in enumerate(chunks):
+        for bit in range(0, len(payload) * 8, stride):
+            hostile = with_chunks(data, chunks[:i] + [flip_bit(payload, bit)] + chunks[i + 1:])
+            try:
+                image = codec.decompress(hostile, model=hostile_seeds.model)
+            except FormatError as e:
+                assert "desync" in check_message(e)
+            else:
+                assert np.array_equal(np.asarray(image), good)
+                same += 1
+    assert same < sum(len(p) for p in chunks) * 8 // (4 * stride), same
+
+
+# --- outputs the decoder cannot write -------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix,match", [(".psd", "cannot write PSD images"),
+                                          (".xbm", "cannot write"),
+                                          (".nope", "cannot tell an image format")])
+def test_unwritable_output_formats(suffix: str, match: str, hostile_seeds: Seeds,
+                                   tmp_path: Path) -> None:
+    """Pillow reads .psd but cannot write it; XBM holds only 1-bit images."""
+    path = tmp_path / "good.rnnc"
+    path.write_bytes(hostile_seeds.context)
+    r = invoke(["decompress", str(path), "-o", str(tmp_path / f"out{suffix}"),
+                "--model", hostile_seeds.model, "-q"])
+    assert r.exit_code == OutputError.exit_code and isinstance(r.exception, SystemExit), (
+        r.exception)
+    message = assert_one_error_line(r.stderr, r.stdout)
+    assert match in message and "None" not in message
+    assert listing(tmp_path) == {"good.rnnc"}

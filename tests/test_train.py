@@ -1,0 +1,233 @@
+"""Training: a couple of steps on generated photos, checkpoint, log, weights, resume; the CLI."""
+
+from __future__ import annotations
+
+import csv
+import random
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from conftest import TINY_WIDTH, gradient_image
+from PIL import Image
+
+from rnncodec import codec, zoo
+from rnncodec.cli import main
+from rnncodec.errors import InputMissingError
+from rnncodec.frameworks import ModelConfig
+from rnncodec.train import (
+    TrainConfig,
+    center_crops,
+    list_images,
+    load_pool,
+    random_patch,
+    train,
+    validate,
+)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Four generated 'photos' (≥ 128 px, PNG and JPEG, one in a subfolder) and a non-image."""
+    root = tmp_path_factory.mktemp("photos")
+    (root / "sub").mkdir()
+    for i, (h, w) in enumerate([(128, 160), (144, 128), (130, 150), (160, 136)]):
+        img = Image.fromarray(gradient_image(h, w, seed=20 + i))
+        if i == 1:
+            img.save(root / "sub" / f"p{i}.JPG", quality=90)
+        else:
+            img.save(root / f"p{i}.png")
+    (root / "notes.txt").write_text("not a photo")
+    return root
+
+
+def _config(data: Path, out: Path, **kw) -> TrainConfig:
+    base = TrainConfig(data=str(data), out=str(out), width=TINY_WIDTH, iterations=2, patch=32,
+                       batch=2, steps=2, val_every=1000, val_images=1, seed=0)
+    return replace(base, **kw)
+
+
+def _log_rows(out: Path) -> list[list[str]]:
+    with (out / "log.csv").open() as f:
+        return list(csv.reader(f))
+
+
+def test_list_images_is_recursive_and_filters_suffixes(photos: Path) -> None:
+    names = [p.name for p in list_images(photos)]
+    assert sorted(names) == ["p0.png", "p1.JPG", "p2.png", "p3.png"]
+
+
+def test_load_pool_skips_small_photos(tmp_path: Path) -> None:
+    Image.fromarray(gradient_image(128, 130)).save(tmp_path / "big.png")
+    Image.fromarray(gradient_image(100, 300)).save(tmp_path / "thumb.png")
+    pool = load_pool(list_images(tmp_path))
+    assert len(pool) == 1
+    assert pool[0].shape == (3, 128, 130) and pool[0].dtype == torch.uint8
+
+
+def test_random_patch_and_center_crops() -> None:
+    img = torch.from_numpy(gradient_image(140, 200)).permute(2, 0, 1).contiguous()
+    rng = random.Random(0)
+    for _ in range(10):
+        p = random_patch(img, 32, rng)
+        assert p.shape == (3, 32, 32)
+        assert p.min() >= -0.5 and p.max() <= 0.5
+    crops = center_crops([img, img], 128)
+    assert crops.shape == (2, 3, 128, 128)
+    expected = img[:, 6:134, 36:164].float() / 255 - 0.5
+    assert torch.equal(crops[0], expected)
+
+
+def test_validate_reports_psnr_per_iteration_and_keeps_training_mode() -> None:
+    from conftest import build_tiny
+
+    net = build_tiny().train()
+    images = torch.rand(2, 3, 32, 32) - 0.5
+    values = validate(net, images, 3)
+    assert len(values) == 3 and all(np.isfinite(values))
+    assert net.training
+    assert values == validate(net, images, 3)  # inference binarization: deterministic
+
+
+def test_two_steps_write_checkpoint_log_and_loadable_weights(photos: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture
+                                                             ) -> None:
+    out = tmp_path / "run"
+    weights = train(_config(photos, out))
+    assert weights == out / "model.safetensors" and weights.is_file()
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert ckpt["step"] == 2
+    assert ckpt["config"]["width"] == TINY_WIDTH
+    assert set(ckpt) >= {"model", "opt", "rng"}
+    rows = _log_rows(out)
+    assert len(rows) == 1 and rows[0][0] == "2"
+    assert len(rows[0]) == 3 + 2  # step, loss, rate, PSNR after each of 2 iterations
+    assert all(np.isfinite(float(v)) for v in rows[0][1:])
+    assert "step 2 loss" in capsys.readouterr().out
+
+    loaded = zoo.load_model(str(weights))
+    assert loaded.name == "model"
+    assert loaded.net.config == ModelConfig("residual-gru", "residual-scaling", TINY_WIDTH)
+    for k, v in ckpt["model"].items():  # the exported weights are the checkpoint's, in fp16
+        assert torch.allclose(loaded.net.state_dict()[k], v.half().float())
+    a = gradient_image(20, 36)
+    data = codec.compress(a, iterations=2, model=str(weights))
+    assert codec.decompress(data, model=str(weights)).size == (36, 20)
+
+
+def test_resume_continues_from_the_checkpoint(photos: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    first = train(_config(photos, out, steps=2))
+    first_digest = zoo.weights_digest(_tensors(first))
+    train(_config(photos, out, steps=3))  # one more step
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 3
+    assert [r[0] for r in _log_rows(out)] == ["2", "3"]
+    second_digest = zoo.weights_digest(_tensors(first))
+    assert second_digest != first_digest
+    # nothing left to do: no new step, same weights
+    train(_config(photos, out, steps=3))
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 3
+    assert [r[0] for r in _log_rows(out)] == ["2", "3"]
+    assert zoo.weights_digest(_tensors(first)) == second_digest
+    # resume=False starts again from step 0
+    train(_config(photos, out, steps=1, resume=False))
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 1
+    assert [r[0] for r in _log_rows(out)] == ["2", "3", "1"]
+
+
+def _tensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def test_training_is_reproducible(photos: Path, tmp_path: Path) -> None:
+    a = train(_config(photos, tmp_path / "a", steps=1))
+    b = train(_config(photos, tmp_path / "b", steps=1))
+    assert zoo.weights_digest(_tensors(a)) == zoo.weights_digest(_tensors(b))
+    c = train(_config(photos, tmp_path / "c", steps=1, seed=1))
+    assert zoo.weights_digest(_tensors(c)) != zoo.weights_digest(_tensors(a))
+
+
+def test_time_limit_stops_early(photos: Path, tmp_path: Path) -> None:
+    out = tmp_path / "timed"
+    train(_config(photos, out, steps=1000, minutes=1e-9))
+    step = torch.load(out / "checkpoint.pt", weights_only=True)["step"]
+    assert step < 1000
+    assert (out / "model.safetensors").is_file()
+
+
+def test_too_few_images(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    Image.fromarray(gradient_image(130, 130)).save(tmp_path / "data" / "one.png")
+    with pytest.raises(InputMissingError, match="no training images"):
+        train(_config(tmp_path / "data", tmp_path / "out"))
+
+
+# --- the command --------------------------------------------------------------------------
+
+
+def test_cli_train_with_overrides(photos: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cli-run"
+    r = CliRunner().invoke(main, [
+        "train", "--data", str(photos), "--out", str(out), "--set", f"width={TINY_WIDTH}",
+        "--set", "steps=1", "--set", "iterations=2", "--set", "batch=2", "--set", "patch=32",
+        "--set", "val_every=1000", "--set", "resume=false", "--set", "cell=gru",
+        "--set", "framework=additive"])
+    assert r.exit_code == 0, (r.output, r.exception)
+    assert f"weights: {out / 'model.safetensors'}" in r.stdout
+    loaded = zoo.load_model(str(out / "model.safetensors"))
+    assert loaded.net.config == ModelConfig("gru", "additive", TINY_WIDTH)
+
+
+@pytest.mark.parametrize("sets, code, match", [
+    (["bogus=1"], 2, "unknown setting 'bogus'"),
+    (["steps=many"], 2, "steps"),
+    (["cell=rnn"], 2, "unknown cell"),
+])
+def test_cli_train_bad_settings(sets: list[str], code: int, match: str, photos: Path,
+                                tmp_path: Path) -> None:
+    args = ["train", "--data", str(photos), "--out", str(tmp_path / "o")]
+    for s in sets:
+        args += ["--set", s]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == code, (r.output, r.exception)
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rnncodec: error: ") and match in lines[0]
+    assert "Traceback" not in r.output
+
+
+def test_cli_train_without_images(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    r = CliRunner().invoke(main, ["train", "--data", str(tmp_path / "empty"), "--out",
+                                  str(tmp_path / "o")])
+    assert r.exit_code == 66, (r.output, r.exception)
+    expected = f"rnncodec: error: no training images under {tmp_path / 'empty'}"
+    assert r.stderr.splitlines() == [expected]
+
+
+def test_export_ships_fp16_weights_with_both_entropy_tables(photos: Path, tmp_path: Path) -> None:
+    from rnncodec.entropy import PRIOR_KEY
+    from rnncodec.train import export
+
+    out = tmp_path / "run"
+    train(_config(photos, out))
+    shipped = tmp_path / "shipped.safetensors"
+    digest = export(out / "checkpoint.pt", shipped, str(photos), "shipped", images=2,
+                    coder_images=2, coder_steps=2, crop=64)
+    loaded = zoo.load_model(str(shipped))
+    assert loaded.digest == digest and loaded.name == "shipped"
+    assert PRIOR_KEY in loaded.tables and "entropy.neural.lut" in loaded.tables
+    a = gradient_image(40, 56)
+    for coder in ("context", "neural"):
+        data = codec.compress(a, iterations=3, model=str(shipped), coder=coder)
+        assert codec.info(data).as_dict()["coder"] == coder
+        assert codec.decompress(data, model=str(shipped)).size == (56, 40)
+    assert codec.info(codec.compress(a, iterations=1, model=str(shipped))).as_dict()[
+        "coder"] == "neural"  # auto picks the learned coder when the model ships it
+    with pytest.raises(InputMissingError):
+        export(out / "checkpoint.pt", tmp_path / "x.safetensors", str(photos), "x",
+               images=1, coder_images=1, coder_steps=1, crop=4096)
