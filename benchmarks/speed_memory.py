@@ -13,14 +13,17 @@ after warm-up — interpreter, torch and weights excluded (see rnncodec.evaluate
 the CPU with torch's thread setting (set OMP_NUM_THREADS to pin it). Prints a table and writes
 the points in the results format of docs/results-schema.md (quality metrics left null).
 
-On the 2-core development box a 12-megapixel model case takes minutes and several GB of RSS:
-use --size to pick a smaller generated image.
+The 12-megapixel model case is slow on a small CPU: on the 2-core development box (one torch
+thread, sharing the CPU with a training run) the 16-iteration encode took 528 s and the decode
+350 s, with 6.5 GB of extra RSS; the whole script took 16 minutes. Use --size for a smaller
+generated image (or 'none').
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import subprocess
 import sys
 from dataclasses import asdict
@@ -122,7 +125,7 @@ def main() -> None:
             infos[info.name] = info
             points += new
     print(table(points))
-    command = " ".join(["python", "benchmarks/speed_memory.py", *sys.argv[1:]])
+    command = shlex.join(["python", "benchmarks/speed_memory.py", *sys.argv[1:]])
     write_json(Results(command, datetime.now(UTC).isoformat(timespec="seconds"),
                        ", ".join(images), environment(), list(infos.values()), points), args.out)
     print(f"wrote {args.out}", file=sys.stderr)

@@ -126,7 +126,7 @@ def _cases() -> list[Case]:
           "truncated inside the header"),
         C("truncated in the header CRC", lambda s: s.raw[:header_size(s.raw) - 1],
           FormatError, "truncated inside the header"),
-        C("model name length past the end", lambda s: recrc_name_len(s.raw[:40]),
+        C("model name length past the end", lambda s: _long_name_length(s.raw[:40]),
           FormatError, "truncated inside the header"),
         C("header only", lambda s: s.raw[:header_size(s.raw)], FormatError,
           "holds no iterations", info_fails=False),
@@ -211,7 +211,7 @@ def _cases() -> list[Case]:
     return cases
 
 
-def recrc_name_len(data: bytes) -> bytes:
+def _long_name_length(data: bytes) -> bytes:
     """A header whose model-name length (255) runs past the end of the file."""
     return data[:15] + b"\xff" + data[16:]
 

@@ -109,22 +109,22 @@ def _error_lines(stderr: str) -> list[str]:
     return [line.strip() for line in lines if ERROR_PREFIX in line]
 
 
-def test_sigint_while_encoding(big_png: Path, hostile_seeds: Seeds) -> None:
-    code, stderr = _signal_while_encoding(signal.SIGINT, big_png, hostile_seeds.model)
+@pytest.mark.parametrize("sig", [
+    signal.SIGINT,
+    pytest.param(signal.SIGTERM, marks=pytest.mark.slow),  # handled like Ctrl-C
+])
+def test_interrupt_while_encoding(sig: signal.Signals, big_png: Path,
+                                  hostile_seeds: Seeds) -> None:
+    code, stderr = _signal_while_encoding(sig, big_png, hostile_seeds.model)
     assert code == 130, stderr
     assert "Traceback" not in stderr
     assert _error_lines(stderr) == [f"{ERROR_PREFIX}interrupted"], stderr
     assert listing(big_png.parent) == {"in.png"}
 
 
-@pytest.mark.parametrize("sig", [
-    signal.SIGKILL,
-    pytest.param(signal.SIGTERM, marks=pytest.mark.slow),  # not caught: dies like SIGKILL
-])
-def test_kill_while_encoding_leaves_nothing(sig: signal.Signals, big_png: Path,
-                                            hostile_seeds: Seeds) -> None:
-    code, stderr = _signal_while_encoding(sig, big_png, hostile_seeds.model)
-    assert code == -sig, stderr
+def test_kill_while_encoding_leaves_nothing(big_png: Path, hostile_seeds: Seeds) -> None:
+    code, stderr = _signal_while_encoding(signal.SIGKILL, big_png, hostile_seeds.model)
+    assert code == -signal.SIGKILL, stderr
     assert listing(big_png.parent) == {"in.png"}  # the temp file is made only once encoded
 
 

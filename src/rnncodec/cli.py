@@ -1,7 +1,8 @@
 """The ``rnncodec`` command line: compress, decompress, truncate, info, models, train.
 
 Exit status (sysexits.h): 0 success, 2 bad usage, 65 bad data (corrupt file, unreadable image,
-wrong model), 66 missing input, 73 output exists or cannot be written, 130 interrupted.
+wrong model), 66 missing input, 73 output exists or cannot be written, 130 interrupted
+(SIGINT or SIGTERM).
 Every failure prints one line on stderr; no traceback.
 """
 
@@ -9,8 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +24,7 @@ import click
 from . import codec
 from .entropy import AUTO, CODER_NAMES
 from .errors import OutputError, RnncError
+from .images import MAX_PIXELS
 from .zoo import DEFAULT_MODEL, MODELS
 
 T = TypeVar("T")
@@ -29,6 +33,10 @@ T = TypeVar("T")
 def _fail(message: str, code: int) -> None:
     click.echo(f"rnncodec: error: {message}", err=True)
     sys.exit(code)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _run(fn: Callable[[], T]) -> T:
@@ -100,6 +108,10 @@ def _progress(total: int | None, label: str, quiet: bool) -> Iterator[Callable[[
 
 force_opt = click.option("--force", "-f", is_flag=True, help="Replace the output if it exists.")
 quiet_opt = click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
+pixels_opt = click.option("--max-pixels", type=click.IntRange(min=1), default=MAX_PIXELS,
+                          show_default=True,
+                          help="Refuse images (or files declaring images) with more pixels; "
+                               "decoding needs about 0.5 KB of memory per pixel.")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -110,6 +122,8 @@ def main() -> None:
     Each iteration adds 32 bits per 16×16 block (0.125 bpp before entropy coding) and refines
     the image; a file cut after any iteration still decodes.
     """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)  # clean up temporary files as on Ctrl-C
 
 
 @main.command()
@@ -133,11 +147,12 @@ def main() -> None:
               help="Entropy coder for the binary codes: neural (learned context model), "
                    "context (adaptive context counts), raw (none); auto picks the best the "
                    "model ships.")
+@pixels_opt
 @force_opt
 @quiet_opt
 def compress(input: Path, output: Path | None, iterations: int | None, bpp: float | None,
-             ms_ssim: float | None, psnr: float | None, model: str, coder: str, force: bool,
-             quiet: bool) -> None:
+             ms_ssim: float | None, psnr: float | None, model: str, coder: str, max_pixels: int,
+             force: bool, quiet: bool) -> None:
     """Compress an image (PNG, JPEG, ...) to an .rnnc file."""
     out = output or input.with_suffix(".rnnc")
 
@@ -146,7 +161,8 @@ def compress(input: Path, output: Path | None, iterations: int | None, bpp: floa
         total = iterations or (None if bpp or ms_ssim or psnr else codec.DEFAULT_ITERATIONS)
         with _progress(total, "encoding", quiet) as bar:
             data = codec.compress(input, iterations=iterations, bpp=bpp, ms_ssim=ms_ssim,
-                                  psnr=psnr, model=model, coder=coder, progress=bar)
+                                  psnr=psnr, model=model, coder=coder, max_pixels=max_pixels,
+                                  progress=bar)
         _write(out, data, force)
         if not quiet:
             i = codec.info(data)
@@ -164,20 +180,22 @@ def compress(input: Path, output: Path | None, iterations: int | None, bpp: floa
               help="Decode only the first N iterations (default: all stored).")
 @click.option("--model", default=None,
               help="Weights to decode with (default: the model named in the file).")
+@pixels_opt
 @force_opt
 @quiet_opt
 def decompress(input: Path, output: Path | None, iterations: int | None, model: str | None,
-               force: bool, quiet: bool) -> None:
+               max_pixels: int, force: bool, quiet: bool) -> None:
     """Decode an .rnnc file to an image."""
     out = output or input.with_suffix(".png")
 
     def body() -> None:
         _check_output(out, force)
+        fmt = _image_format(out)
         info = codec.info(input)
         total = min(info.iterations, iterations or info.iterations)
         with _progress(total, "decoding", quiet) as bar:
-            image = codec.decompress(input, iterations=iterations, model=model, progress=bar)
-        fmt = _image_format(out)
+            image = codec.decompress(input, iterations=iterations, model=model,
+                                     max_pixels=max_pixels, progress=bar)
         with atomic_output(out, force) as tmp:
             image.save(tmp, format=fmt)
         if not quiet:

@@ -28,7 +28,7 @@ def encode_bits(codes: np.ndarray, symbols: np.ndarray, probs: np.ndarray) -> by
     """Payload for ``codes``, sent as ``symbols`` (0/1) in order with P(1) = probs / 4096."""
     enc = constriction.stream.queue.RangeEncoder()
     enc.encode(symbols.astype(np.int32), _BERNOULLI, probs.astype(np.float64) / ONE)
-    return codes_crc(codes) + enc.get_compressed().tobytes()
+    return codes_crc(codes) + enc.get_compressed().astype("<u4").tobytes()
 
 
 class BitReader:
@@ -39,7 +39,7 @@ class BitReader:
             raise FormatError("entropy-coded chunk has an impossible length")
         self.crc = payload[:4]
         self.dec = constriction.stream.queue.RangeDecoder(
-            np.frombuffer(payload[4:], dtype=np.uint32))
+            np.frombuffer(payload[4:], dtype="<u4").astype(np.uint32))
 
     def read(self, probs: np.ndarray) -> np.ndarray:
         """The next bits (int64 0/1, shaped like ``probs``), given their integer probabilities."""
