@@ -57,9 +57,9 @@ def test_ms_ssim_matches_pytorch_msssim(make_image: MakeImage) -> None:
     a = make_image(176, 192, seed=2)
     b = np.clip(a + np.random.default_rng(0).normal(0, 12, a.shape), 0, 255).astype(np.uint8)
     ref = float(reference_ms_ssim(_nchw(a), _nchw(b), data_range=255))
-    assert ms_ssim(a, b) == pytest.approx(ref, abs=1e-12)
+    assert ms_ssim(a, b) == pytest.approx(ref, abs=1e-6)
     ref_luma = float(reference_ms_ssim(_nchw(luma(a)), _nchw(luma(b)), data_range=255))
-    assert ms_ssim(luma(a), luma(b)) == pytest.approx(ref_luma, abs=1e-12)
+    assert ms_ssim(luma(a), luma(b)) == pytest.approx(ref_luma, abs=1e-6)
 
 
 def test_luma_is_bt601() -> None:

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import csv
+import os
 import random
+import socket
+import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,15 +21,22 @@ from PIL import Image
 from rnncodec import codec, zoo
 from rnncodec.cli import main
 from rnncodec.errors import InputMissingError
-from rnncodec.frameworks import ModelConfig
+from rnncodec.frameworks import ModelConfig, RNNCompressor
 from rnncodec.train import (
     TrainConfig,
     center_crops,
+    draw_batch,
     list_images,
     load_pool,
+    png_size,
     random_patch,
+    resolve_device,
+    setup_distributed,
+    tensorboard_writer,
     train,
+    train_step,
     validate,
+    wrap,
 )
 
 
@@ -187,6 +198,7 @@ def test_cli_train_with_overrides(photos: Path, tmp_path: Path) -> None:
     (["bogus=1"], 2, "unknown setting 'bogus'"),
     (["steps=many"], 2, "steps"),
     (["cell=rnn"], 2, "unknown cell"),
+    (["hard_patches=2"], 2, "hard_patches must be in [0, 1]"),
 ])
 def test_cli_train_bad_settings(sets: list[str], code: int, match: str, photos: Path,
                                 tmp_path: Path) -> None:
@@ -231,3 +243,142 @@ def test_export_ships_fp16_weights_with_both_entropy_tables(photos: Path, tmp_pa
     with pytest.raises(InputMissingError):
         export(out / "checkpoint.pt", tmp_path / "x.safetensors", str(photos), "x",
                images=1, coder_images=1, coder_steps=1, crop=4096)
+
+
+# --- training at scale ----------------------------------------------------------------------
+
+
+def test_larger_crops_train(photos: Path, tmp_path: Path) -> None:
+    pool = load_pool(list_images(photos))
+    cfg = _config(photos, tmp_path / "big", patch=96, steps=1)
+    assert draw_batch(pool, cfg, random.Random(0)).shape == (2, 3, 96, 96)
+    train(cfg)
+    assert torch.load(tmp_path / "big" / "checkpoint.pt", weights_only=True)["step"] == 1
+
+
+def test_hard_patch_mining_keeps_the_least_compressible() -> None:
+    flat = torch.full((3, 160, 160), 128, dtype=torch.uint8)
+    noisy = torch.randint(0, 256, (3, 160, 160), generator=torch.Generator().manual_seed(0),
+                          dtype=torch.uint8)
+    pool = [flat, noisy]
+    cfg = TrainConfig(batch=4, patch=32, hard_patches=0.25)  # 16 candidates, keep 4
+    rng = random.Random(3)
+    candidates = [random_patch(rng.choice(pool), 32, rng) for _ in range(16)]
+    batch = draw_batch(pool, cfg, random.Random(3))
+    assert batch.shape == (4, 3, 32, 32)
+    sizes = sorted((png_size(c) for c in candidates), reverse=True)
+    assert sorted((png_size(p) for p in batch), reverse=True) == sizes[:4]
+    flat_drawn = sum(float(c.std()) < 0.01 for c in candidates)
+    assert flat_drawn >= 4 and 16 - flat_drawn >= 4  # plenty of flat patches were drawn...
+    assert all(float(p.std()) > 0.05 for p in batch)  # ...and none was kept
+    assert png_size(torch.zeros(3, 32, 32)) < png_size(batch[-1])
+    plain = draw_batch(pool, replace(cfg, hard_patches=0.0), random.Random(3))
+    assert torch.equal(plain, torch.stack(candidates[:4]))  # off: the usual draw
+    with pytest.raises(ValueError, match="hard_patches"):
+        TrainConfig(hard_patches=1.5)
+
+
+def test_amp_runs_a_bf16_step_on_cpu(photos: Path, tmp_path: Path) -> None:
+    cfg = _config(photos, tmp_path / "amp", amp=True, steps=1, device="cpu")
+    losses = []
+    for amp in (False, True):
+        torch.manual_seed(0)
+        net = RNNCompressor(ModelConfig(width=TINY_WIDTH))
+        batch = torch.rand(2, 3, 32, 32) - 0.5
+        loss = train_step(net, batch, replace(cfg, amp=amp))
+        assert loss.dtype == torch.float32
+        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
+        losses.append(loss.item())
+    assert losses[0] != losses[1] and losses[1] == pytest.approx(losses[0], rel=0.05)
+    train(cfg)
+    assert torch.load(tmp_path / "amp" / "checkpoint.pt", weights_only=True)["step"] == 1
+
+
+def test_device_auto_resolves_to_the_accelerator_or_cpu() -> None:
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert TrainConfig().device == "auto"
+
+
+def test_tensorboard_logs_loss_rate_and_psnr(photos: Path, tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "tb"
+    train(_config(photos, out, tensorboard=True))
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    assert set(events.Tags()["scalars"]) == {"loss", "patches_per_s", "val_psnr/it01",
+                                             "val_psnr/it02"}
+    assert [e.step for e in events.Scalars("loss")] == [2]
+
+
+def test_tensorboard_missing_falls_back_to_csv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    assert tensorboard_writer(tmp_path) is None
+    assert "tensorboard is not installed" in capsys.readouterr().out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, ports: tuple[int, int, int], photos: str, tmp: str) -> None:
+    """One of two CPU ranks: one DDP step on its own batch, then the loop, then a resume."""
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2",
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(ports[0]))
+    torch.set_num_threads(1)
+    cfg = _config(Path(photos), Path(tmp) / "run", device="cpu", minutes=60.0)  # shared clock
+    assert setup_distributed(cfg.device) == (rank, 2, torch.device("cpu"))
+    net, batch = _seeded_step_inputs(rank)
+    loss = train_step(wrap(net, 2, compiled=False), batch, cfg)
+    torch.save({"loss": loss.item(), "grads": {n: p.grad for n, p in net.named_parameters()}},
+               Path(tmp) / f"grads{rank}.pt")
+    torch.distributed.destroy_process_group()
+    os.environ["MASTER_PORT"] = str(ports[1])
+    train(cfg)
+    os.environ["MASTER_PORT"] = str(ports[2])
+    train(replace(cfg, steps=3))  # every rank resumes at step 2 (or they would not meet)
+
+
+def _seeded_step_inputs(rank: int) -> tuple[RNNCompressor, torch.Tensor]:
+    """The same initial model on every rank and a batch (and binarizer noise) of its own."""
+    torch.manual_seed(0)
+    net = RNNCompressor(ModelConfig(width=TINY_WIDTH))
+    torch.manual_seed(100 + rank)
+    return net, torch.rand(2, 3, 32, 32) - 0.5
+
+
+def test_ddp_on_two_cpu_ranks_averages_gradients(photos: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch.multiprocessing as mp
+
+    # With OMP_WAIT_POLICY=PASSIVE the gloo ranks were seen to hang at exit on this machine.
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    ports = (_free_port(), _free_port(), _free_port())
+    ctx = mp.spawn(_ddp_worker, args=(ports, str(photos), str(tmp_path)), nprocs=2, join=False)
+    deadline = time.monotonic() + 120
+    while not ctx.join(timeout=2):
+        if time.monotonic() > deadline:
+            for proc in ctx.processes:
+                proc.kill()
+            pytest.fail("the DDP workers hung")
+    ranks = [torch.load(tmp_path / f"grads{r}.pt", weights_only=True) for r in range(2)]
+    assert ranks[0]["loss"] != ranks[1]["loss"]  # different batches...
+    local = []
+    for r in range(2):  # ...whose gradients, computed alone, DDP averages on both ranks
+        net, batch = _seeded_step_inputs(r)
+        train_step(net, batch, _config(photos, tmp_path))
+        local.append({n: p.grad for n, p in net.named_parameters()})
+    for name, grad in ranks[0]["grads"].items():
+        assert torch.equal(grad, ranks[1]["grads"][name]), name
+        assert torch.allclose(grad, (local[0][name] + local[1][name]) / 2, atol=1e-6), name
+    out = tmp_path / "run"  # the loop: rank 0 alone logs and checkpoints
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 3
+    assert [r[0] for r in _log_rows(out)] == ["2", "3"]
+    assert (out / "model.safetensors").is_file()

@@ -2,22 +2,34 @@
 
 Short enough to read in one sitting. Checkpoints hold model and optimizer state and the step,
 written atomically, so a run can resume; ``export`` writes the fp16 safetensors that ship.
+
+At scale (all off by default): ``hard_patches`` mines hard-to-compress patches as the paper
+does, ``amp`` runs the forward in bf16, ``compile`` uses ``torch.compile``, ``tensorboard``
+logs beside log.csv (``pip install rnncodec[train]``). Several GPUs train data-parallel
+(DDP) under torchrun; each rank draws ``batch`` patches, so the effective batch is
+``batch`` × ranks::
+
+    torchrun --nproc-per-node 8 --no-python rnncodec train --set batch=32 --set amp=true
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from PIL import Image
-from torch import Tensor
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
 from .codec import iterate_codes
 from .entropy import PRIOR_KEY
@@ -27,6 +39,9 @@ from .errors import InputMissingError
 from .frameworks import ModelConfig, RNNCompressor, residual_loss
 from .images import IMAGE_SUFFIXES, load_image, to_tensor
 from .zoo import load_model, save_weights
+
+if TYPE_CHECKING:  # an optional dependency (the ``train`` extra)
+    from torch.utils.tensorboard import SummaryWriter
 
 
 @dataclass
@@ -46,6 +61,15 @@ class TrainConfig:
     val_images: int = 48
     seed: int = 0
     resume: bool = True
+    hard_patches: float = 0.0  # keep this fraction of the least compressible patches (0: off)
+    amp: bool = False  # bf16 autocast around the forward
+    compile: bool = False  # torch.compile the training forward
+    device: str = "auto"  # cuda if available, else cpu
+    tensorboard: bool = False  # also log to <out>/tensorboard
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.hard_patches <= 1:
+            raise ValueError("hard_patches must be in [0, 1] (the fraction of patches kept)")
 
 
 def list_images(root: str | Path) -> list[Path]:
@@ -81,6 +105,28 @@ def random_patch(img: Tensor, size: int, rng: random.Random) -> Tensor:
     return crop[0].clamp(0, 1) - 0.5
 
 
+def png_size(patch: Tensor) -> int:
+    """Bytes of a patch (in [-0.5, 0.5]) as PNG: the paper's measure of how hard it is to code."""
+    buf = io.BytesIO()
+    pixels = ((patch + 0.5) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    Image.fromarray(pixels).save(buf, "PNG")
+    return buf.tell()
+
+
+def draw_batch(pool: list[Tensor], cfg: TrainConfig, rng: random.Random) -> Tensor:
+    """``cfg.batch`` random patches; with hard-patch mining, the least compressible of more.
+
+    Toderici et al. (§4) train on the tiles with the worst PNG compression ratio, since most
+    tiles of photos are smooth and teach little; here ``batch / hard_patches`` candidates are
+    drawn and the ``batch`` largest as PNG are kept (all patches have the same size).
+    """
+    n = round(cfg.batch / cfg.hard_patches) if cfg.hard_patches else cfg.batch
+    patches = [random_patch(rng.choice(pool), cfg.patch, rng) for _ in range(n)]
+    if n > cfg.batch:
+        patches = sorted(patches, key=png_size, reverse=True)[:cfg.batch]
+    return torch.stack(patches)
+
+
 def center_crops(pool: list[Tensor], size: int) -> Tensor:
     out = []
     for img in pool:
@@ -99,17 +145,82 @@ def validate(model: RNNCompressor, images: Tensor, iterations: int) -> list[floa
     return [float(-10 * torch.log10(((r.clamp(-0.5, 0.5) - images) ** 2).mean())) for r in recons]
 
 
+def to_cpu(state: object) -> object:
+    """Tensors (in nested dicts and lists) on the CPU, so a GPU run's checkpoint loads anywhere."""
+    if isinstance(state, Tensor):
+        return state.cpu()
+    if isinstance(state, dict):
+        return {k: to_cpu(v) for k, v in state.items()}
+    return [to_cpu(v) for v in state] if isinstance(state, list) else state
+
+
 def save_checkpoint(path: Path, model: RNNCompressor, opt: torch.optim.Optimizer, step: int,
                     cfg: TrainConfig, rng: random.Random) -> None:
     tmp = path.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
-                "config": asdict(cfg), "rng": torch.get_rng_state(),
+    torch.save({"model": to_cpu(model.state_dict()), "opt": to_cpu(opt.state_dict()),
+                "step": step, "config": asdict(cfg), "rng": torch.get_rng_state(),
                 "py_rng": rng.getstate()}, tmp)
     os.replace(tmp, path)
 
 
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def setup_distributed(device: str) -> tuple[int, int, torch.device]:
+    """(rank, world size, device); joins the process group when torchrun starts several ranks."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    dev = resolve_device(device)
+    if world == 1:
+        return 0, 1, dev
+    if dev.type == "cuda":
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(dev)
+    dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return dist.get_rank(), world, dev
+
+
+def wrap(model: RNNCompressor, world: int, compiled: bool) -> nn.Module:
+    """The module the training forward runs through: DDP across ranks, then compiled."""
+    net: nn.Module = model
+    if world > 1:
+        dev = next(model.parameters()).device
+        net = DistributedDataParallel(model, device_ids=[dev] if dev.type == "cuda" else None)
+    return torch.compile(net) if compiled else net
+
+
+def train_step(net: nn.Module, batch: Tensor, cfg: TrainConfig) -> Tensor:
+    """Forward (bf16 autocast with ``cfg.amp``) and backward of the residual loss; the loss.
+
+    The loss is taken outside autocast, on the fp32 reconstructions, so its mean stays exact.
+    """
+    with torch.autocast(batch.device.type, torch.bfloat16, enabled=cfg.amp):
+        recons = net(batch, cfg.iterations)
+    loss = residual_loss(batch, [r.float() for r in recons])
+    loss.backward()
+    return loss
+
+
+def tensorboard_writer(out: Path) -> SummaryWriter | None:
+    """A TensorBoard writer under ``out``, or None (with a note) without the package."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        print("tensorboard is not installed (pip install rnncodec[train]); logging to "
+              "log.csv only", flush=True)
+        return None
+    return SummaryWriter(str(out / "tensorboard"))
+
+
 def train(cfg: TrainConfig) -> Path:
-    """Run (or resume) training; returns the path of the exported fp16 weights."""
+    """Run (or resume) training; returns the path of the exported fp16 weights.
+
+    Under torchrun every rank trains on its own patches, with gradients averaged by DDP; rank 0
+    alone validates, logs and writes the checkpoint and weights.
+    """
+    rank, world, dev = setup_distributed(cfg.device)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(cfg.seed)
@@ -122,50 +233,68 @@ def train(cfg: TrainConfig) -> Path:
     val_pool, train_pool = load_pool(paths[:n_val]), load_pool(paths[n_val:])
     if not val_pool or not train_pool:
         raise InputMissingError(f"need photos of at least 128×128 pixels under {cfg.data}")
-    val = center_crops(val_pool, 128)
-    model = RNNCompressor(ModelConfig(cfg.cell, cfg.framework, cfg.width))
+    val = center_crops(val_pool, 128).to(dev)
+    model = RNNCompressor(ModelConfig(cfg.cell, cfg.framework, cfg.width)).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     step, ckpt = 0, out / "checkpoint.pt"
     if cfg.resume and ckpt.exists():
-        state = torch.load(ckpt, weights_only=True)
+        state = torch.load(ckpt, weights_only=True, map_location="cpu")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         step = state["step"]
         torch.set_rng_state(state["rng"])
         rng.setstate(state["py_rng"])
-    log = (out / "log.csv").open("a", newline="")
-    writer = csv.writer(log)
+    if world > 1:  # each rank its own patches and binarizer noise, derived from the shared state
+        rng.seed(rng.getrandbits(64) + rank)
+        torch.manual_seed(rng.getrandbits(63))
+    net, main = wrap(model, world, cfg.compile), rank == 0
+    log = (out / "log.csv").open("a", newline="") if main else None
+    tb = tensorboard_writer(out) if cfg.tensorboard and main else None
     start, last_val = time.time(), time.time()
     model.train()
     while step < cfg.steps:
         elapsed = (time.time() - start) / 60
+        if world > 1 and cfg.minutes:  # rank 0's clock, so all ranks agree on lr and stop
+            clock = torch.tensor([elapsed], device=dev)
+            dist.broadcast(clock, 0)
+            elapsed = clock.item()
         if cfg.minutes and elapsed > cfg.minutes:
             break
         progress = max(step / cfg.steps, elapsed / cfg.minutes if cfg.minutes else 0)
         for group in opt.param_groups:  # cosine decay to 5% over the run
             group["lr"] = cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1))))
-        batch = torch.stack([random_patch(rng.choice(train_pool), cfg.patch, rng)
-                             for _ in range(cfg.batch)])
-        loss = residual_loss(batch, model(batch, cfg.iterations))
+        batch = draw_batch(train_pool, cfg, rng).to(dev, non_blocking=True)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss = train_step(net, batch, cfg)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         step += 1
-        if step % cfg.val_every == 0 or step == cfg.steps:
+        if main and (step % cfg.val_every == 0 or step == cfg.steps):
             psnr = validate(model, val, cfg.iterations)
-            rate = cfg.val_every * cfg.batch / max(time.time() - last_val, 1e-9)
+            rate = world * cfg.val_every * cfg.batch / max(time.time() - last_val, 1e-9)
             last_val = time.time()
-            writer.writerow([step, f"{loss.item():.5f}", f"{rate:.1f}"] + [f"{p:.2f}" for p in psnr])
+            row = [step, f"{loss.item():.5f}", f"{rate:.1f}"] + [f"{p:.2f}" for p in psnr]
+            csv.writer(log).writerow(row)
             log.flush()
             shown = sorted({1, 4, 8, cfg.iterations} & set(range(1, len(psnr) + 1)))
             print(f"step {step} loss {loss.item():.4f} {rate:.0f} patches/s val PSNR "
                   + " ".join(f"it{i} {psnr[i - 1]:.2f}" for i in shown), flush=True)
+            if tb is not None:
+                tb.add_scalar("loss", loss.item(), step)
+                tb.add_scalar("patches_per_s", rate, step)
+                for i, p in enumerate(psnr, 1):
+                    tb.add_scalar(f"val_psnr/it{i:02d}", p, step)
+                tb.flush()
             save_checkpoint(ckpt, model, opt, step, cfg, rng)
-    save_checkpoint(ckpt, model, opt, step, cfg, rng)
-    log.close()
     weights = out / "model.safetensors"
-    save_weights(model, weights)
+    if main:
+        save_checkpoint(ckpt, model, opt, step, cfg, rng)
+        log.close()
+        if tb is not None:
+            tb.close()
+        save_weights(model.cpu(), weights)
+    if world > 1:
+        dist.destroy_process_group()
     return weights
 
 

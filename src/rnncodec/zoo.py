@@ -71,6 +71,7 @@ def save_weights(model: RNNCompressor, path: Path, name: str | None = None,
     meta = {"config": json.dumps(model.config.to_dict()), "name": name or path.stem}
     tmp = path.with_suffix(".tmp")
     save_file(tensors, str(tmp), metadata=meta)
+    tmp.chmod(0o644)  # safetensors creates the file private; weights are meant to be shared
     tmp.replace(path)
     return weights_digest(tensors)
 
