@@ -382,3 +382,15 @@ def test_ddp_on_two_cpu_ranks_averages_gradients(photos: Path, tmp_path: Path,
     assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 3
     assert [r[0] for r in _log_rows(out)] == ["2", "3"]
     assert (out / "model.safetensors").is_file()
+
+
+def test_a_run_can_start_from_shipped_weights(photos: Path, tmp_path: Path) -> None:
+    first = train(_config(photos, tmp_path / "a"))
+    start = zoo.load_model(str(first)).net.state_dict()
+    cfg = _config(photos, tmp_path / "b", steps=0, init=str(first))
+    second = zoo.load_model(str(train(cfg))).net.state_dict()
+    assert all(torch.equal(start[k], second[k]) for k in start)  # 0 steps: the same weights
+    from rnncodec.errors import ModelError
+
+    with pytest.raises(ModelError, match="not this run's"):
+        train(_config(photos, tmp_path / "c", width=0.1, init=str(first)))

@@ -35,7 +35,7 @@ from .codec import iterate_codes
 from .entropy import PRIOR_KEY
 from .entropy.context import fit_prior
 from .entropy.neural import ContextNet, code_length, quantize, training_batch
-from .errors import InputMissingError
+from .errors import InputMissingError, ModelError
 from .frameworks import ModelConfig, RNNCompressor, residual_loss
 from .images import IMAGE_SUFFIXES, load_image, to_tensor
 from .zoo import load_model, save_weights
@@ -66,6 +66,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the training forward
     device: str = "auto"  # cuda if available, else cpu
     tensorboard: bool = False  # also log to <out>/tensorboard
+    init: str = ""  # start from these weights (a model name or .safetensors) unless resuming
 
     def __post_init__(self) -> None:
         if not 0 <= self.hard_patches <= 1:
@@ -244,6 +245,11 @@ def train(cfg: TrainConfig) -> Path:
         step = state["step"]
         torch.set_rng_state(state["rng"])
         rng.setstate(state["py_rng"])
+    elif cfg.init:  # e.g. continue the shipped model
+        start = load_model(cfg.init).net
+        if start.config != model.config:
+            raise ModelError(f"{cfg.init} is a {start.config}, not this run's {model.config}")
+        model.load_state_dict(start.state_dict())
     if world > 1:  # each rank its own patches and binarizer noise, derived from the shared state
         rng.seed(rng.getrandbits(64) + rank)
         torch.manual_seed(rng.getrandbits(63))
