@@ -328,8 +328,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ddp_worker(rank: int, ports: tuple[int, int, int], photos: str, tmp: str) -> None:
-    """One of two CPU ranks: one DDP step on its own batch, then the loop, then a resume."""
+def _ddp_worker(rank: int, ports: tuple[int, ...], photos: str, tmp: str) -> None:
+    """One of two CPU ranks: one DDP step on its own batch."""
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2",
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(ports[0]))
     torch.set_num_threads(1)
@@ -340,10 +340,6 @@ def _ddp_worker(rank: int, ports: tuple[int, int, int], photos: str, tmp: str) -
     torch.save({"loss": loss.item(), "grads": {n: p.grad for n, p in net.named_parameters()}},
                Path(tmp) / f"grads{rank}.pt")
     torch.distributed.destroy_process_group()
-    os.environ["MASTER_PORT"] = str(ports[1])
-    train(cfg)
-    os.environ["MASTER_PORT"] = str(ports[2])
-    train(replace(cfg, steps=3))  # every rank resumes at step 2 (or they would not meet)
 
 
 def _seeded_step_inputs(rank: int) -> tuple[RNNCompressor, torch.Tensor]:
@@ -360,7 +356,7 @@ def test_ddp_on_two_cpu_ranks_averages_gradients(photos: Path, tmp_path: Path,
 
     # With OMP_WAIT_POLICY=PASSIVE the gloo ranks were seen to hang at exit on this machine.
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-    ports = (_free_port(), _free_port(), _free_port())
+    ports = (_free_port(),)
     ctx = mp.spawn(_ddp_worker, args=(ports, str(photos), str(tmp_path)), nprocs=2, join=False)
     deadline = time.monotonic() + 120
     while not ctx.join(timeout=2):
@@ -378,10 +374,6 @@ def test_ddp_on_two_cpu_ranks_averages_gradients(photos: Path, tmp_path: Path,
     for name, grad in ranks[0]["grads"].items():
         assert torch.equal(grad, ranks[1]["grads"][name]), name
         assert torch.allclose(grad, (local[0][name] + local[1][name]) / 2, atol=1e-6), name
-    out = tmp_path / "run"  # the loop: rank 0 alone logs and checkpoints
-    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 3
-    assert [r[0] for r in _log_rows(out)] == ["2", "3"]
-    assert (out / "model.safetensors").is_file()
 
 
 def test_a_run_can_start_from_shipped_weights(photos: Path, tmp_path: Path) -> None:
