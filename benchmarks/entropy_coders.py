@@ -23,7 +23,7 @@ import torch
 import rnncodec
 from rnncodec.codec import iterate_codes
 from rnncodec.entropy import make_coder
-from rnncodec.images import IMAGE_SUFFIXES, load_image, to_tensor
+from rnncodec.images import list_images, load_image, to_tensor
 from rnncodec.zoo import DEFAULT_MODEL, load_model
 
 CODERS = ("raw", "context", "neural")
@@ -64,7 +64,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int)
     ap.add_argument("--json", default="benchmarks/entropy_coders.json", type=Path)
     args = ap.parse_args()
-    paths = sorted(p for p in args.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    paths = list_images(args.folder)
     paths = paths[:args.limit] if args.limit else paths
     loaded = load_model(args.model)
     per_image, timings = [], []

@@ -11,8 +11,14 @@ import torch
 
 from rnncodec.entropy import AUTO, CODER_NAMES, coder_name, make_coder, resolve
 from rnncodec.entropy.context import ContextCoder, diagonals, fit_prior
-from rnncodec.entropy.neural import (STEPS, ContextNet, IntContextNet, NeuralCoder, quantize,
-                                     step_mask)
+from rnncodec.entropy.neural import (
+    STEPS,
+    ContextNet,
+    IntContextNet,
+    NeuralCoder,
+    quantize,
+    step_mask,
+)
 from rnncodec.entropy.rangecoding import ONE
 from rnncodec.errors import FormatError, ModelError
 

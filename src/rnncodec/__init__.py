@@ -10,8 +10,19 @@ from .errors import FormatError, ImageError, InputMissingError, ModelError, Outp
 from .zoo import DEFAULT_MODEL, MODELS, load_model
 
 __all__ = [
-    "compress", "decompress", "decode_iterations", "truncate", "info", "load_model",
-    "MODELS", "DEFAULT_MODEL", "RnncError", "FormatError", "ImageError", "ModelError",
-    "InputMissingError", "OutputError",
+    "DEFAULT_MODEL",
+    "MODELS",
+    "FormatError",
+    "ImageError",
+    "InputMissingError",
+    "ModelError",
+    "OutputError",
+    "RnncError",
+    "compress",
+    "decode_iterations",
+    "decompress",
+    "info",
+    "load_model",
+    "truncate",
 ]
 __version__ = "0.1.0"

@@ -7,7 +7,7 @@ The input convolution carries the spatial stride; the hidden-to-hidden convoluti
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn

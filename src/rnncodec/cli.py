@@ -266,7 +266,8 @@ def train(data: str, out: str, overrides: tuple[str, ...]) -> None:
     """Train a model on a folder of photos (resumes from the run folder's checkpoint)."""
     from dataclasses import fields
 
-    from .train import TrainConfig, train as run_training
+    from .train import TrainConfig
+    from .train import train as run_training
 
     types = {f.name: f.type for f in fields(TrainConfig)}
     values: dict[str, Any] = {"data": data, "out": out}

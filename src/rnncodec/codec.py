@@ -54,6 +54,10 @@ class Target:
     def max_iterations(self) -> int:
         return self.iterations or DEFAULT_ITERATIONS
 
+    @property
+    def measures_quality(self) -> bool:
+        return self.ms_ssim is not None or self.psnr is not None
+
     def quality_reached(self, original: np.ndarray, decoded: np.ndarray) -> bool:
         if self.ms_ssim is not None:
             return ms_ssim(original, decoded) >= self.ms_ssim
@@ -100,7 +104,7 @@ def compress(image: ImageSource, *, iterations: int | None = None, bpp: float | 
     coder = resolve(coder, loaded.tables)
     bit_coder = make_coder(coder, loaded.tables)
     header = Header(width, height, gray, CODER_NAMES[coder], loaded.name, loaded.digest)
-    original = np.asarray(to_image(rgb, gray))
+    original = np.asarray(to_image(rgb, gray)) if target.measures_quality else None
     out, history = bytearray(header.pack()), []
     steps = iterate_codes(loaded, to_tensor(rgb))
     for i in range(target.max_iterations):
@@ -113,7 +117,7 @@ def compress(image: ImageSource, *, iterations: int | None = None, bpp: float | 
         out += chunk
         if progress:
             progress(i + 1)
-        if target.ms_ssim is not None or target.psnr is not None:
+        if original is not None:
             decoded = np.asarray(to_image(to_array(recon, height, width), gray))
             if target.quality_reached(original, decoded):
                 break

@@ -33,6 +33,11 @@ def _check_size(img: Image.Image, max_pixels: int) -> None:
                          f"{max_pixels} pixels")
 
 
+def list_images(root: str | Path) -> list[Path]:
+    """Image files anywhere under ``root`` (by suffix), sorted by path."""
+    return sorted(p for p in Path(root).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
 def _open(src: str | Path | bytes, max_pixels: int) -> Image.Image:
     """Open and decode an image file, checking its declared size before decoding any pixels."""
     try:

@@ -37,7 +37,7 @@ from .entropy.context import fit_prior
 from .entropy.neural import ContextNet, code_length, quantize, training_batch
 from .errors import InputMissingError, ModelError
 from .frameworks import ModelConfig, RNNCompressor, residual_loss
-from .images import IMAGE_SUFFIXES, load_image, to_tensor
+from .images import list_images, load_image, to_tensor
 from .zoo import load_model, save_weights
 
 if TYPE_CHECKING:  # an optional dependency (the ``train`` extra)
@@ -71,10 +71,6 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.hard_patches <= 1:
             raise ValueError("hard_patches must be in [0, 1] (the fraction of patches kept)")
-
-
-def list_images(root: str | Path) -> list[Path]:
-    return sorted(p for p in Path(root).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def load_pool(paths: list[Path], min_side: int = 128) -> list[Tensor]:

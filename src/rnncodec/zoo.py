@@ -13,8 +13,8 @@ from functools import lru_cache
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from .errors import ModelError
 from .frameworks import ModelConfig, RNNCompressor
@@ -77,12 +77,9 @@ def save_weights(model: RNNCompressor, path: Path, name: str | None = None,
 
 
 def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        return load_file(str(path)), meta
+            return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
     except (OSError, SafetensorError, ValueError) as e:
         raise ModelError(f"cannot read model weights {path}: {e}") from None
 

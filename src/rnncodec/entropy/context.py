@@ -23,6 +23,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from .rangecoding import ONE, PROB_BITS, BitReader, encode_bits
+
 MAX_T = 16
 CHANNELS = 32
 N_CONTEXTS = CHANNELS * MAX_T * 27

@@ -146,13 +146,16 @@ class IntContextNet:
         return _int_conv(planes[HISTORY_PLANES], self.w_hist) + self.layers[0][1][:, None, None]
 
     def probabilities(self, base: Tensor, current: Tensor) -> Tensor:
-        acc = base + _int_conv(current, self.w_cur)
-        for i, (w, b, m) in enumerate(self.layers):
-            if i:
-                acc = _int_conv(x, w) + b[:, None, None]
-            y = (acc * m[:, None, None] + (1 << (SHIFT - 1))) >> SHIFT
-            x = y.clamp(0, 255)
-        return self.lut[y.clamp(-LOGIT_MAX, LOGIT_MAX) + LOGIT_MAX]
+        (_, _, m0), (w1, b1, m1), (w2, b2, m2) = self.layers
+        x = _rescale(base + _int_conv(current, self.w_cur), m0).clamp(0, 255)
+        x = _rescale(_int_conv(x, w1) + b1[:, None, None], m1).clamp(0, 255)
+        logit = _rescale(_int_conv(x, w2) + b2[:, None, None], m2)
+        return self.lut[logit.clamp(-LOGIT_MAX, LOGIT_MAX) + LOGIT_MAX]
+
+
+def _rescale(acc: Tensor, m: Tensor) -> Tensor:
+    """Fixed-point multiply by the per-channel multipliers, rounding half up."""
+    return (acc * m[:, None, None] + (1 << (SHIFT - 1))) >> SHIFT
 
 
 class NeuralCoder:

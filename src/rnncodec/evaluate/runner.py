@@ -25,6 +25,7 @@ from tqdm import tqdm
 from ..codec import DEFAULT_ITERATIONS
 from ..errors import InputMissingError
 from ..images import IMAGE_SUFFIXES, load_image
+from ..images import list_images as find_images  # this module's list_images adds checks
 from ..metrics import luma, ms_ssim, psnr, psnr_hvs
 from ..zoo import MODELS
 from .codecs import QUALITIES, Codec, CodecUnavailable, Coded, classic_codec, rnn_codec
@@ -50,7 +51,7 @@ def list_images(folder: Path, limit: int | None = None) -> list[Path]:
     """The dataset's image files, sorted by name (the first ``limit`` of them)."""
     if not folder.is_dir():
         raise InputMissingError(f"dataset folder {folder} does not exist")
-    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    paths = find_images(folder)
     if not paths:
         raise InputMissingError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder}")
     return paths[:limit]
