@@ -348,3 +348,17 @@ def test_console_script_end_to_end(tmp_path: Path, rgb: np.ndarray, tiny_model: 
     assert not (tmp_path / "bad.png").exists()
     assert sorted(x.name for x in tmp_path.iterdir()) == [
         "bad.rnnc", "in.png", "in.rnnc", "out.png", "two.rnnc"]
+
+
+def test_outputs_follow_the_umask_not_the_private_temp_file(tmp_path) -> None:
+    import os
+    import stat
+
+    from rnncodec.cli import _write
+
+    old = os.umask(0o022)
+    try:
+        _write(tmp_path / "out.bin", b"x", force=False)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "out.bin").stat().st_mode) == 0o644

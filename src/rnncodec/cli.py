@@ -76,12 +76,19 @@ def atomic_output(path: Path, force: bool) -> Iterator[Path]:
         yield Path(tmp)
         if path.exists() and not force:  # appeared while we worked
             raise OutputError(f"{path} exists (use --force to replace it)")
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; outputs follow the umask
         os.replace(tmp, path)
     except OSError as e:
         raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _write(path: Path, data: bytes, force: bool) -> None:
