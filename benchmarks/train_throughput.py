@@ -2,14 +2,15 @@
 
     python benchmarks/train_throughput.py                          # every variant
     python benchmarks/train_throughput.py --variants fp32,amp --seconds 5 --json tp.json
+    python benchmarks/train_throughput.py --width 0.5 --batch 512      # a GPU run's settings
 
-The shipped configuration: residual-gru cells, residual-scaling, width 0.25, 16 iterations,
-batch 32 of 32×32 patches, on the first device ``TrainConfig.device = "auto"`` picks. One
+By default the first shipped configuration: residual-gru cells, residual-scaling, width 0.25,
+16 iterations, batch 32 of 32×32 patches, on the first device ``TrainConfig.device = "auto"`` picks. One
 training step is the loop's: zero_grad, forward + backward (``train_step``), gradient clipping,
 Adam. Each variant runs one warm-up step first (for ``compile``, that is the compile time,
 reported separately), then steps for ``--seconds`` on one fixed batch, so the numbers are the
 model's; drawing patches (on the CPU, in this process) is timed on its own, with and without
-hard-patch mining. A variant that fails (compile without a working C++ toolchain, say) is
+hard-patch mining, and so is drawing from a patch bank cut on the device (``bank``). A variant that fails (compile without a working C++ toolchain, say) is
 skipped with a note. On a small CPU compile's warm-up alone takes minutes (115 s for a
 2-iteration, width-0.03 model on the 2-core development box). On a shared CPU set
 OMP_NUM_THREADS to the free cores: with more torch threads than free cores, steps slow down
@@ -28,7 +29,14 @@ from pathlib import Path
 import torch
 
 from rnncodec.frameworks import ModelConfig, RNNCompressor
-from rnncodec.train import TrainConfig, draw_batch, resolve_device, train_step
+from rnncodec.train import (
+    TrainConfig,
+    bank_batch,
+    draw_batch,
+    patch_bank,
+    resolve_device,
+    train_step,
+)
 
 VARIANTS = {"fp32": (False, False), "amp": (True, False), "compile": (False, True),
             "amp+compile": (True, True)}
@@ -87,14 +95,28 @@ def draw_rate(cfg: TrainConfig, images: list[torch.Tensor], seconds: float) -> f
     return n * cfg.batch / (time.perf_counter() - t0)
 
 
+def bank_rate(cfg: TrainConfig, images: list[torch.Tensor], dev: torch.device,
+              seconds: float) -> float:
+    bank, n = patch_bank(images, 100_000, cfg.patch, random.Random(0), dev), 0
+    sync(dev)
+    t0 = time.perf_counter()
+    while n < 2 or time.perf_counter() - t0 < seconds:
+        bank_batch(bank, cfg.batch)
+        n += 1
+    sync(dev)
+    return n * cfg.batch / (time.perf_counter() - t0)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--variants", default=",".join(VARIANTS),
                     help=f"comma-separated, of {', '.join(VARIANTS)}")
     ap.add_argument("--seconds", type=float, default=10.0, help="timed steps per variant")
     ap.add_argument("--json", type=Path, help="write the results here")
+    ap.add_argument("--width", type=float, default=0.25)
+    ap.add_argument("--batch", type=int, default=32)
     args = ap.parse_args()
-    cfg = TrainConfig(width=0.25, iterations=16, patch=32, batch=32)
+    cfg = TrainConfig(width=args.width, iterations=16, patch=32, batch=args.batch)
     dev = resolve_device(cfg.device)
     images = pool()
     batch = draw_batch(images, cfg, random.Random(0)).to(dev)
@@ -117,8 +139,10 @@ def main() -> None:
     drawing = {f"hard_patches={h}": draw_rate(replace(cfg, hard_patches=h), images,
                                               min(args.seconds, 3))
                for h in (0.0, 0.25)}
+    drawing["bank"] = bank_rate(cfg, images, dev, min(args.seconds, 3))
     for k, v in drawing.items():
-        print(f"patch drawing ({k}): {v:.0f} patches/s (one process, CPU)")
+        where_drawn = f"on {dev.type}" if k == "bank" else "one process, CPU"
+        print(f"patch drawing ({k}): {v:.0f} patches/s ({where_drawn})")
     for n in notes:
         print(f"note: {n}")
     if args.json:

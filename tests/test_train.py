@@ -24,10 +24,12 @@ from rnncodec.errors import InputMissingError
 from rnncodec.frameworks import ModelConfig, RNNCompressor
 from rnncodec.train import (
     TrainConfig,
+    bank_batch,
     center_crops,
     draw_batch,
     list_images,
     load_pool,
+    patch_bank,
     png_size,
     random_patch,
     resolve_device,
@@ -90,6 +92,25 @@ def test_random_patch_and_center_crops() -> None:
     assert crops.shape == (2, 3, 128, 128)
     expected = img[:, 6:134, 36:164].float() / 255 - 0.5
     assert torch.equal(crops[0], expected)
+
+
+def test_patch_bank_cuts_downscaled_crops_and_batches_flip() -> None:
+    img = torch.from_numpy(gradient_image(140, 200)).permute(2, 0, 1).contiguous()
+    bank = patch_bank([img, img[:, :128, :128]], 100, 32, random.Random(0), torch.device("cpu"),
+                      rounds=4)
+    assert bank.shape == (100, 3, 32, 32) and bank.dtype == torch.uint8
+    assert len({p.numpy().tobytes() for p in bank}) > 90  # random positions and scales
+    torch.manual_seed(0)
+    batch = bank_batch(bank, 64)
+    assert batch.shape == (64, 3, 32, 32) and batch.min() >= -0.5 and batch.max() <= 0.5
+    as_cut = {p.numpy().tobytes() for p in bank.float() / 255 - 0.5}
+    flipped = [p.numpy().tobytes() not in as_cut for p in batch]
+    assert 10 < sum(flipped) < 54  # about half are mirrored (the gradient is not symmetric)
+
+
+def test_training_from_a_bank(photos: Path, tmp_path: Path) -> None:
+    train(_config(photos, tmp_path / "bank", bank=64))
+    assert torch.load(tmp_path / "bank" / "checkpoint.pt", weights_only=True)["step"] == 2
 
 
 def test_validate_reports_psnr_per_iteration_and_keeps_training_mode() -> None:
@@ -199,6 +220,7 @@ def test_cli_train_with_overrides(photos: Path, tmp_path: Path) -> None:
     (["steps=many"], 2, "steps"),
     (["cell=rnn"], 2, "unknown cell"),
     (["hard_patches=2"], 2, "hard_patches must be in [0, 1]"),
+    (["hard_patches=0.5", "bank=1000"], 2, "hard_patches needs patches drawn per step"),
 ])
 def test_cli_train_bad_settings(sets: list[str], code: int, match: str, photos: Path,
                                 tmp_path: Path) -> None:

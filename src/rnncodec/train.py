@@ -5,7 +5,8 @@ written atomically, so a run can resume; ``export`` writes the fp16 safetensors 
 
 At scale (all off by default): ``hard_patches`` mines hard-to-compress patches as the paper
 does, ``amp`` runs the forward in bf16, ``compile`` uses ``torch.compile``, ``tensorboard``
-logs beside log.csv (``pip install rnncodec[train]``). Several GPUs train data-parallel
+logs beside log.csv (``pip install rnncodec[train]``), ``bank`` cuts patches on the GPU once
+instead of on the CPU per step. Several GPUs train data-parallel
 (DDP) under torchrun; each rank draws ``batch`` patches, so the effective batch is
 ``batch`` × ranks::
 
@@ -67,10 +68,13 @@ class TrainConfig:
     device: str = "auto"  # cuda if available, else cpu
     tensorboard: bool = False  # also log to <out>/tensorboard
     init: str = ""  # start from these weights (a model name or .safetensors) unless resuming
+    bank: int = 0  # cut this many patches on the device once, then draw from them (0: per step)
 
     def __post_init__(self) -> None:
         if not 0 <= self.hard_patches <= 1:
             raise ValueError("hard_patches must be in [0, 1] (the fraction of patches kept)")
+        if self.bank and self.hard_patches:
+            raise ValueError("hard_patches needs patches drawn per step (bank=0)")
 
 
 def load_pool(paths: list[Path], min_side: int = 128) -> list[Tensor]:
@@ -122,6 +126,37 @@ def draw_batch(pool: list[Tensor], cfg: TrainConfig, rng: random.Random) -> Tens
     if n > cfg.batch:
         patches = sorted(patches, key=png_size, reverse=True)[:cfg.batch]
     return torch.stack(patches)
+
+
+def patch_bank(pool: list[Tensor], n: int, size: int, rng: random.Random,
+               dev: torch.device, rounds: int = 32) -> Tensor:
+    """``n`` uint8 patches (n×3×size×size) cut on ``dev`` once, as ``random_patch`` would.
+
+    A GPU trains faster than one CPU process can draw patches; here every photo is downscaled
+    ``rounds`` times by random factors in [0.5, 1] (antialiased) on the device, and random crops
+    are cut from each; flips are left to ``bank_batch``.
+    """
+    per, pool = math.ceil(n / (len(pool) * rounds)), [img.to(dev) for img in pool]
+    out = []
+    for _ in range(rounds):
+        for img in pool:
+            s = rng.uniform(0.5, 1.0)
+            h, w = (max(size, round(side * s)) for side in img.shape[1:])
+            x = torch.nn.functional.interpolate(img.float().unsqueeze(0), size=(h, w),
+                                                mode="bilinear", antialias=True,
+                                                align_corners=False)
+            x = x[0].round().clamp(0, 255).to(torch.uint8)
+            ys = torch.tensor([rng.randrange(h - size + 1) for _ in range(per)], device=dev)
+            xs = torch.tensor([rng.randrange(w - size + 1) for _ in range(per)], device=dev)
+            out.append(x.unfold(1, size, 1).unfold(2, size, 1)[:, ys, xs].transpose(0, 1))
+    return torch.cat(out)[:n]
+
+
+def bank_batch(bank: Tensor, batch: int) -> Tensor:
+    """``batch`` patches drawn from a bank with replacement, each flipped with probability ½."""
+    x = bank[torch.randint(len(bank), (batch,), device=bank.device)].float() / 255 - 0.5
+    flip = torch.rand(batch, 1, 1, 1, device=bank.device) < 0.5
+    return torch.where(flip, x.flip(-1), x)
 
 
 def center_crops(pool: list[Tensor], size: int) -> Tensor:
@@ -249,6 +284,7 @@ def train(cfg: TrainConfig) -> Path:
     if world > 1:  # each rank its own patches and binarizer noise, derived from the shared state
         rng.seed(rng.getrandbits(64) + rank)
         torch.manual_seed(rng.getrandbits(63))
+    bank = patch_bank(train_pool, cfg.bank, cfg.patch, rng, dev) if cfg.bank else None
     net, main = wrap(model, world, cfg.compile), rank == 0
     log = (out / "log.csv").open("a", newline="") if main else None
     tb = tensorboard_writer(out) if cfg.tensorboard and main else None
@@ -265,7 +301,8 @@ def train(cfg: TrainConfig) -> Path:
         progress = max(step / cfg.steps, elapsed / cfg.minutes if cfg.minutes else 0)
         for group in opt.param_groups:  # cosine decay to 5% over the run
             group["lr"] = cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1))))
-        batch = draw_batch(train_pool, cfg, rng).to(dev, non_blocking=True)
+        batch = (bank_batch(bank, cfg.batch) if bank is not None
+                 else draw_batch(train_pool, cfg, rng).to(dev, non_blocking=True))
         opt.zero_grad(set_to_none=True)
         loss = train_step(net, batch, cfg)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
