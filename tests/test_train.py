@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import os
 import random
 import socket
@@ -350,8 +351,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ddp_worker(rank: int, ports: tuple[int, ...], photos: str, tmp: str) -> None:
-    """One of two CPU ranks: one DDP step on its own batch."""
+def _ddp_worker(rank: int, ports: tuple[int, int, int], photos: str, tmp: str) -> None:
+    """One of two CPU ranks: one DDP step on its own batch, then the loop, then a resume."""
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2",
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(ports[0]))
     torch.set_num_threads(1)
@@ -362,6 +363,10 @@ def _ddp_worker(rank: int, ports: tuple[int, ...], photos: str, tmp: str) -> Non
     torch.save({"loss": loss.item(), "grads": {n: p.grad for n, p in net.named_parameters()}},
                Path(tmp) / f"grads{rank}.pt")
     torch.distributed.destroy_process_group()
+    os.environ["MASTER_PORT"] = str(ports[1])
+    train(cfg)
+    os.environ["MASTER_PORT"] = str(ports[2])
+    train(replace(cfg, steps=3))  # every rank resumes at step 2 (or they would not meet)
 
 
 def _seeded_step_inputs(rank: int) -> tuple[RNNCompressor, torch.Tensor]:
@@ -378,7 +383,7 @@ def test_ddp_on_two_cpu_ranks_averages_gradients(photos: Path, tmp_path: Path,
 
     # With OMP_WAIT_POLICY=PASSIVE the gloo ranks were seen to hang at exit on this machine.
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-    ports = (_free_port(),)
+    ports = (_free_port(), _free_port(), _free_port())
     ctx = mp.spawn(_ddp_worker, args=(ports, str(photos), str(tmp_path)), nprocs=2, join=False)
     deadline = time.monotonic() + 120
     while not ctx.join(timeout=2):
@@ -396,6 +401,10 @@ def test_ddp_on_two_cpu_ranks_averages_gradients(photos: Path, tmp_path: Path,
     for name, grad in ranks[0]["grads"].items():
         assert torch.equal(grad, ranks[1]["grads"][name]), name
         assert torch.allclose(grad, (local[0][name] + local[1][name]) / 2, atol=1e-6), name
+    out = tmp_path / "run"  # the loop: rank 0 alone logs and checkpoints
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 3
+    assert [r[0] for r in _log_rows(out)] == ["2", "3"]
+    assert (out / "model.safetensors").is_file()
 
 
 def test_a_run_can_start_from_shipped_weights(photos: Path, tmp_path: Path) -> None:
@@ -408,3 +417,23 @@ def test_a_run_can_start_from_shipped_weights(photos: Path, tmp_path: Path) -> N
 
     with pytest.raises(ModelError, match="not this run's"):
         train(_config(photos, tmp_path / "c", width=0.1, init=str(first)))
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_shows_patch_rate_and_loss_on_a_terminal(
+        photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    term = _Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    train(_config(photos, tmp_path / "bar", steps=10))
+    shown = term.getvalue()
+    assert "patch/s" in shown and "loss=" in shown and "20.0/20.0" in shown
+
+
+def test_progress_bar_stays_out_of_logs(photos: Path, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    train(_config(photos, tmp_path / "quiet", steps=2))
+    assert "patch/s" not in capsys.readouterr().err

@@ -31,6 +31,7 @@ import torch.distributed as dist
 from PIL import Image
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
 
 from .codec import iterate_codes
 from .entropy import PRIOR_KEY
@@ -56,6 +57,7 @@ class TrainConfig:
     patch: int = 32
     batch: int = 32
     lr: float = 1e-3
+    warmup: int = 0  # steps of linear learning-rate warm-up (large batches need some)
     steps: int = 3000
     minutes: float = 0.0  # stop after this wall time (0: no limit); the schedule follows it
     val_every: int = 250
@@ -288,7 +290,10 @@ def train(cfg: TrainConfig) -> Path:
     net, main = wrap(model, world, cfg.compile), rank == 0
     log = (out / "log.csv").open("a", newline="") if main else None
     tb = tensorboard_writer(out) if cfg.tensorboard and main else None
-    start, last_val = time.time(), time.time()
+    start, last_val, last_step = time.time(), time.time(), step
+    # patches/s from the step rate; shown on a terminal only (None), so logs stay clean
+    bar = tqdm(total=cfg.steps * cfg.batch * world, initial=step * cfg.batch * world,
+               unit="patch", unit_scale=True, disable=None if main else True, leave=False)
     model.train()
     while step < cfg.steps:
         elapsed = (time.time() - start) / 60
@@ -299,8 +304,9 @@ def train(cfg: TrainConfig) -> Path:
         if cfg.minutes and elapsed > cfg.minutes:
             break
         progress = max(step / cfg.steps, elapsed / cfg.minutes if cfg.minutes else 0)
-        for group in opt.param_groups:  # cosine decay to 5% over the run
-            group["lr"] = cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1))))
+        lr = cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1))))
+        for group in opt.param_groups:  # warm-up, then cosine decay to 5% over the run
+            group["lr"] = lr * min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else lr
         batch = (bank_batch(bank, cfg.batch) if bank is not None
                  else draw_batch(train_pool, cfg, rng).to(dev, non_blocking=True))
         opt.zero_grad(set_to_none=True)
@@ -308,16 +314,20 @@ def train(cfg: TrainConfig) -> Path:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         step += 1
+        bar.update(cfg.batch * world)
+        if step % 10 == 0 and not bar.disable:
+            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
         if main and (step % cfg.val_every == 0 or step == cfg.steps):
             psnr = validate(model, val, cfg.iterations)
-            rate = world * cfg.val_every * cfg.batch / max(time.time() - last_val, 1e-9)
-            last_val = time.time()
+            rate = world * (step - last_step) * cfg.batch / max(time.time() - last_val, 1e-9)
+            last_val, last_step = time.time(), step
             row = [step, f"{loss.item():.5f}", f"{rate:.1f}"] + [f"{p:.2f}" for p in psnr]
             csv.writer(log).writerow(row)
             log.flush()
             shown = sorted({1, 4, 8, cfg.iterations} & set(range(1, len(psnr) + 1)))
-            print(f"step {step} loss {loss.item():.4f} {rate:.0f} patches/s val PSNR "
-                  + " ".join(f"it{i} {psnr[i - 1]:.2f}" for i in shown), flush=True)
+            with bar.external_write_mode():  # the line above the bar, flushed for log files
+                print(f"step {step} loss {loss.item():.4f} {rate:.0f} patches/s val PSNR "
+                      + " ".join(f"it{i} {psnr[i - 1]:.2f}" for i in shown), flush=True)
             if tb is not None:
                 tb.add_scalar("loss", loss.item(), step)
                 tb.add_scalar("patches_per_s", rate, step)
@@ -325,6 +335,7 @@ def train(cfg: TrainConfig) -> Path:
                     tb.add_scalar(f"val_psnr/it{i:02d}", p, step)
                 tb.flush()
             save_checkpoint(ckpt, model, opt, step, cfg, rng)
+    bar.close()
     weights = out / "model.safetensors"
     if main:
         save_checkpoint(ckpt, model, opt, step, cfg, rng)
@@ -332,7 +343,8 @@ def train(cfg: TrainConfig) -> Path:
         if tb is not None:
             tb.close()
         save_weights(model.cpu(), weights)
-    if world > 1:
+    if world > 1:  # no rank returns before rank 0's files exist: a resume must find them
+        dist.barrier()
         dist.destroy_process_group()
     return weights
 

@@ -36,7 +36,7 @@ class ModelSpec:
 MODELS: dict[str, ModelSpec] = {
     s.name: s for s in [
         ModelSpec("rgru-rs-w25", ModelConfig("residual-gru", "residual-scaling", 0.25),
-                  "Residual GRU, residual scaling, width 0.25; trained on CPU (see its card)"),
+                  "Residual GRU, residual scaling, width 0.25; CPU run + H200 fine-tune (see its card)"),
     ]
 }
 DEFAULT_MODEL = "rgru-rs-w25"
