@@ -75,7 +75,7 @@ class Seeds:
 
     model: str  # path of the tiny model they were made with
     other_model: str  # a second tiny model with other weights
-    files: dict[str, bytes]  # "raw", "context", ... and "context-gray"
+    files: dict[str, bytes]  # "raw", "context", ..., "context-gray" and "context-tiled"
     image: np.ndarray
 
     @property
@@ -96,6 +96,8 @@ def hostile_seeds(tmp_path_factory: pytest.TempPathFactory) -> Seeds:
     image = gradient(20, 36, seed=5)  # 2×3 blocks of 16×16
     files = {name: codec.compress(image, iterations=3, model=model, coder=name)
              for name in CODER_NAMES}
+    files["context-tiled"] = codec.compress(gradient(20, 80, seed=7), iterations=2, model=model,
+                                            coder="context", tile=64)  # 2 tiles, version 2
     files["context-gray"] = codec.compress(gradient(17, 16, seed=6, channels=0), iterations=2,
                                            model=model, coder="context")
     return Seeds(model, other, files, image)
@@ -105,8 +107,8 @@ def hostile_seeds(tmp_path_factory: pytest.TempPathFactory) -> Seeds:
 
 
 def header_end(data: bytes) -> int:
-    """Offset of the header CRC (the header's body length)."""
-    return 16 + data[15] + 16
+    """Offset of the header CRC (the header's body length); version 2 adds the tile side."""
+    return 16 + data[15] + 16 + (2 if data[4] == 2 else 0)
 
 
 def header_size(data: bytes) -> int:

@@ -32,6 +32,7 @@ from hostile_helpers import (
     patch_header,
     png_bytes,
     raw_header,
+    recrc_header,
     run_cli,
     with_chunks,
     with_header,
@@ -95,8 +96,18 @@ def _cases() -> list[Case]:
         C("bad magic", lambda s: b"RNNX" + s.raw[4:], FormatError, "bad magic"),
         C("a PNG image", lambda s: png_bytes(4, 4), FormatError, "bad magic"),
         C("three bytes of magic", lambda s: s.raw[:3], FormatError, "bad magic"),
-        C("wrong version", lambda s: patch_header(s.raw, version=2), FormatError,
-          "unsupported .rnnc version 2"),
+        C("wrong version", lambda s: patch_header(s.raw, version=3), FormatError,
+          "unsupported .rnnc version 3"),
+        C("version 1 header relabelled 2", lambda s: s.raw[:4] + b"\x02" + s.raw[5:],
+          FormatError, "header checksum mismatch"),
+        C("tile side 0 in a version 2 header", lambda s: _tile_side(s, 0), FormatError,
+          "bad tile side 0 in header"),
+        C("tile side not a multiple of 16", lambda s: _tile_side(s, 100), FormatError,
+          "bad tile side 100 in header"),
+        C("tile side under 64", lambda s: _tile_side(s, 48), FormatError,
+          "bad tile side 48 in header"),
+        C("largest u16 tile side", lambda s: _tile_side(s, 0xFFFF), FormatError,
+          "bad tile side 65535 in header"),
         C("wrong version, stale header CRC", lambda s: s.raw[:4] + b"\xff" + s.raw[5:],
           FormatError, "unsupported .rnnc version 255"),
         C("unknown flags", lambda s: patch_header(s.raw, flags=0x81), FormatError,
@@ -209,6 +220,13 @@ def _cases() -> list[Case]:
               "impossible length", info_fails=False),
         ]
     return cases
+
+
+def _tile_side(s: Seeds, tile: int) -> bytes:
+    """The tiled seed with another tile side in its header (valid CRC)."""
+    data = s.files["context-tiled"]
+    end = header_end(data)
+    return recrc_header(data[:end - 2] + struct.pack(">H", tile) + data[end:])
 
 
 def _long_name_length(data: bytes) -> bytes:
@@ -359,7 +377,7 @@ def test_cut_at_every_offset_of_the_header_and_first_chunk(coder: str, hostile_s
         assert listing(tmp_path) == {"cut.rnnc"}
 
 
-@pytest.mark.parametrize("name", ["raw", "context", "context-gray"])
+@pytest.mark.parametrize("name", ["raw", "context", "context-gray", "context-tiled"])
 def test_every_single_bit_flip_is_caught_by_a_crc(name: str, hostile_seeds: Seeds) -> None:
     data = hostile_seeds.files[name]
     for bit in range(len(data) * 8):

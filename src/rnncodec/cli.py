@@ -25,6 +25,7 @@ from . import codec
 from .entropy import AUTO, CODER_NAMES
 from .errors import OutputError, RnncError
 from .images import MAX_PIXELS
+from .tiling import AUTO_TILE_PIXELS, DEFAULT_TILE, MIN_TILE
 from .zoo import DEFAULT_MODEL, MODELS
 
 T = TypeVar("T")
@@ -117,8 +118,7 @@ force_opt = click.option("--force", "-f", is_flag=True, help="Replace the output
 quiet_opt = click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
 pixels_opt = click.option("--max-pixels", type=click.IntRange(min=1), default=MAX_PIXELS,
                           show_default=True,
-                          help="Refuse images (or files declaring images) with more pixels; "
-                               "decoding needs about 0.5 KB of memory per pixel.")
+                          help="Refuse images (or files declaring images) with more pixels.")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -154,12 +154,17 @@ def main() -> None:
               help="Entropy coder for the binary codes: neural (learned context model), "
                    "context (adaptive context counts), raw (none); auto picks the best the "
                    "model ships.")
+@click.option("--tile", type=click.IntRange(min=0),
+              help=f"Run the networks on tiles of at most N×N pixels (a multiple of 16, at "
+                   f"least {MIN_TILE}), so memory grows with a tile, not the image; 0: never. "
+                   f"Default: {DEFAULT_TILE} for images over {AUTO_TILE_PIXELS / 1e6:.1f} "
+                   f"megapixels, else none.")
 @pixels_opt
 @force_opt
 @quiet_opt
 def compress(input: Path, output: Path | None, iterations: int | None, bpp: float | None,
-             ms_ssim: float | None, psnr: float | None, model: str, coder: str, max_pixels: int,
-             force: bool, quiet: bool) -> None:
+             ms_ssim: float | None, psnr: float | None, model: str, coder: str,
+             tile: int | None, max_pixels: int, force: bool, quiet: bool) -> None:
     """Compress an image (PNG, JPEG, ...) to an .rnnc file."""
     out = output or input.with_suffix(".rnnc")
 
@@ -168,8 +173,8 @@ def compress(input: Path, output: Path | None, iterations: int | None, bpp: floa
         total = iterations or (None if bpp or ms_ssim or psnr else codec.DEFAULT_ITERATIONS)
         with _progress(total, "encoding", quiet) as bar:
             data = codec.compress(input, iterations=iterations, bpp=bpp, ms_ssim=ms_ssim,
-                                  psnr=psnr, model=model, coder=coder, max_pixels=max_pixels,
-                                  progress=bar)
+                                  psnr=psnr, model=model, coder=coder, tile=tile,
+                                  max_pixels=max_pixels, progress=bar)
         _write(out, data, force)
         if not quiet:
             i = codec.info(data)
@@ -248,7 +253,8 @@ def info(input: Path, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(d, indent=2))
         return
-    for key in ("width", "height", "mode", "model", "weights", "coder", "iterations", "bytes"):
+    for key in ("width", "height", "mode", "model", "weights", "coder", "tile", "iterations",
+                "bytes"):
         click.echo(f"{key:<11}{d[key]}")
     click.echo(f"{'bpp':<11}" + " ".join(f"{b:.4f}" for b in d["bpp_per_iteration"]))
 

@@ -7,8 +7,9 @@ rate or quality target is met; ``decompress`` replays the decoder over the chunk
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,16 +17,18 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .entropy import AUTO, CODER_NAMES, coder_name, make_coder, resolve
+from .entropy import AUTO, CODER_NAMES, BitCoder, coder_name, make_coder, resolve
 from .errors import FormatError, InputMissingError, ModelError
 from .format import MAX_ITERATIONS, Container, Header, assemble, pack_chunk, parse
 from .images import MAX_PIXELS, ImageSource, load_image, to_array, to_image, to_tensor
 from .metrics import ms_ssim, psnr
 from .networks import BITS
+from .tiling import Tile, choose_tile, place, plan
 from .zoo import DEFAULT_MODEL, MODELS, LoadedModel, load_model
 
 DEFAULT_ITERATIONS = 16
-Progress = Callable[[int], None]  # called with the number of iterations done so far
+# called with the number of iterations done so far (tiled: iterations' worth of tile work)
+Progress = Callable[[int], None]
 
 
 @dataclass(frozen=True)
@@ -66,12 +69,12 @@ class Target:
         return False
 
 
-def _code_shape(header: Header) -> tuple[int, int, int]:
-    return BITS, math.ceil(header.height / 16), math.ceil(header.width / 16)
+def _code_shape(width: int, height: int) -> tuple[int, int, int]:
+    return BITS, math.ceil(height / 16), math.ceil(width / 16)
 
 
 def iterate_codes(model: LoadedModel, x: torch.Tensor) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
-    """Yield (codes, reconstruction) for iteration 1, 2, ... of one padded image.
+    """Yield (codes, reconstruction) for iteration 1, 2, ... of one padded image, untiled.
 
     Inference mode is entered per step, never across a ``yield``: a suspended generator would
     otherwise leave gradients switched off in its caller.
@@ -86,9 +89,111 @@ def iterate_codes(model: LoadedModel, x: torch.Tensor) -> Iterator[tuple[np.ndar
         yield codes, state.recon
 
 
+def _signed(codes: np.ndarray) -> torch.Tensor:
+    """32×h×w codes in {0, 1} → 1×32×h×w bits in {-1, +1}, the decoder's input."""
+    return torch.from_numpy(codes).float().unsqueeze(0) * 2 - 1
+
+
+def encode_tile(model: LoadedModel, rgb: np.ndarray, tile: Tile,
+                maps: Sequence[np.ndarray]) -> Iterator[torch.Tensor]:
+    """Run one tile's closed loop: step t writes the tile's own codes into the whole-image code
+    map ``maps[t]`` and yields the reconstruction of the tile's region.
+
+    The context blocks (above and left) must already hold the earlier tiles' codes: the decoder
+    is fed those instead of what this tile's encoder made of them, exactly as ``decode_tile``
+    will be. (Inference mode per step, as in ``iterate_codes``.)
+    """
+    net = model.net
+    height, width = rgb.shape[:2]
+    ys, xs = tile.region(height, width)
+    x = to_tensor(rgb[ys, xs])
+    state = net.initial_state(x)
+    for t in itertools.count():
+        region = maps[t][:, slice(*tile.rows), slice(*tile.cols)]
+        with torch.inference_mode():
+            bits, state = net.encode_step(x, state, stochastic=False)
+            codes = (bits[0] > 0).to(torch.uint8).numpy()
+            region[:, tile.top:, tile.left:] = codes[:, tile.top:, tile.left:]
+            if tile.top or tile.left:
+                bits = _signed(region)
+            state = net.decode_step(bits, state)
+        yield state.recon
+
+
+def decode_tile(model: LoadedModel, tile: Tile,
+                maps: Sequence[np.ndarray]) -> Iterator[torch.Tensor]:
+    """The reconstruction of one tile's region after step t = 0, 1, ... from ``maps[t]``."""
+    net = model.net
+    state = None  # allocated at the first step, once the caller has decoded a first chunk
+    for t in itertools.count():
+        bits = _signed(np.ascontiguousarray(maps[t][:, slice(*tile.rows), slice(*tile.cols)]))
+        if state is None:
+            state = net.initial_state(torch.zeros(1, 3, bits.shape[2] * 16, bits.shape[3] * 16))
+        with torch.inference_mode():
+            state = net.decode_step(bits, state)
+        yield state.recon
+
+
+def _paste(image: np.ndarray, tile: Tile, recon: torch.Tensor) -> None:
+    """Write a tile's pixels from its region's reconstruction (see ``tiling.place``)."""
+    ys, xs = tile.region(*image.shape[:2])
+    place(image, tile, to_array(recon, ys.stop - ys.start, xs.stop - xs.start))
+
+
+def _tile_progress(progress: Progress | None, tiles: int,
+                   iterations: int) -> Callable[[int, int], None]:
+    """Report iterations' worth of work (each count once) as tile k finishes its step t."""
+    last = 0
+
+    def report(k: int, t: int) -> None:
+        nonlocal last
+        done = (k * iterations + t + 1) // tiles
+        if progress and done > last:
+            last = done
+            progress(done)
+
+    return report
+
+
+def encode_lockstep(model: LoadedModel, rgb: np.ndarray, tiles: list[Tile],
+                    keep_images: bool) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    """Yield (codes, decoded pixels if ``keep_images``) for iteration 1, 2, ..., running every
+    tile one step per iteration (memory: all tiles' network state at once, as untiled)."""
+    maps: list[np.ndarray] = []
+    loops = [encode_tile(model, rgb, tile, maps) for tile in tiles]
+    while True:
+        maps.append(np.zeros(_code_shape(rgb.shape[1], rgb.shape[0]), np.uint8))
+        image = np.empty_like(rgb) if keep_images else None
+        for tile, loop in zip(tiles, loops):
+            recon = next(loop)
+            if image is not None:
+                _paste(image, tile, recon)
+        yield maps[-1], image
+
+
+def encode_by_tile(model: LoadedModel, rgb: np.ndarray, tiles: list[Tile], iterations: int,
+                   keep_images: bool, progress: Progress | None = None,
+                   ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    """The same as ``encode_lockstep`` (bit for bit), computed one tile at a time through all
+    ``iterations`` first: memory grows with a tile, plus the codes (2 bytes per pixel at 16
+    iterations) and, with ``keep_images``, each iteration's decoded pixels (3 bytes per pixel
+    per iteration, for quality targets)."""
+    maps = [np.zeros(_code_shape(rgb.shape[1], rgb.shape[0]), np.uint8)
+            for _ in range(iterations)]
+    images = np.empty((iterations, *rgb.shape), np.uint8) if keep_images else None
+    report = _tile_progress(progress, len(tiles), iterations)
+    for k, tile in enumerate(tiles):
+        for t, recon in zip(range(iterations), encode_tile(model, rgb, tile, maps)):
+            if images is not None:
+                _paste(images[t], tile, recon)
+            report(k, t)
+    for t in range(iterations):
+        yield maps[t], None if images is None else images[t]
+
+
 def compress(image: ImageSource, *, iterations: int | None = None, bpp: float | None = None,
              ms_ssim: float | None = None, psnr: float | None = None,
-             model: str = DEFAULT_MODEL, coder: str = AUTO,
+             model: str = DEFAULT_MODEL, coder: str = AUTO, tile: int | None = None,
              max_pixels: int = MAX_PIXELS, progress: Progress | None = None) -> bytes:
     """Compress an image (PIL image, array, path or encoded bytes) to .rnnc bytes.
 
@@ -96,31 +201,39 @@ def compress(image: ImageSource, *, iterations: int | None = None, bpp: float | 
     coding), the most iterations whose file stays within ``bpp``, or the fewest iterations whose
     decoded image reaches ``ms_ssim`` or ``psnr`` (at most 16, the number the models are trained
     for; all 16 when the target is never reached).
+
+    ``tile``: the side in pixels of the tiles the networks run on (a multiple of 16, at least
+    64; see tiling.py), 0 for the whole image at once, None (default) to tile only images over
+    about 2 megapixels. Tiled coding runs every tile through the most iterations the target
+    allows before writing any, so rate and quality targets cost that much network work; quality
+    targets also keep every iteration's decoded pixels (3 bytes per pixel per iteration).
     """
     target = Target(iterations, bpp, ms_ssim, psnr)
     rgb, gray = load_image(image, max_pixels)
     height, width = rgb.shape[:2]
+    tile = choose_tile(tile, width, height)
     loaded = load_model(model)
     coder = resolve(coder, loaded.tables)
     bit_coder = make_coder(coder, loaded.tables)
-    header = Header(width, height, gray, CODER_NAMES[coder], loaded.name, loaded.digest)
+    header = Header(width, height, gray, CODER_NAMES[coder], loaded.name, loaded.digest, tile)
     original = np.asarray(to_image(rgb, gray)) if target.measures_quality else None
-    out, history = bytearray(header.pack()), []
-    steps = iterate_codes(loaded, to_tensor(rgb))
-    for i in range(target.max_iterations):
-        codes, recon = next(steps)
+    tiles = plan(width, height, tile)
+    steps = encode_by_tile(loaded, rgb, tiles, target.max_iterations, target.measures_quality,
+                           progress) if tile else \
+        encode_lockstep(loaded, rgb, tiles, target.measures_quality)
+    out, history = bytearray(header.pack()), list[np.ndarray]()
+    for i, (codes, decoded) in zip(range(target.max_iterations), steps):
         chunk = pack_chunk(i, bit_coder.encode(codes, history))
         history.append(codes)
         if target.bpp is not None and i > 0 and (len(out) + len(chunk)) * 8 > target.bpp * (
                 width * height):
             break
         out += chunk
-        if progress:
+        if progress and not tile:
             progress(i + 1)
-        if original is not None:
-            decoded = np.asarray(to_image(to_array(recon, height, width), gray))
-            if target.quality_reached(original, decoded):
-                break
+        if original is not None and decoded is not None and target.quality_reached(
+                original, np.asarray(to_image(decoded, gray))):
+            break
     return bytes(out)
 
 
@@ -157,9 +270,9 @@ def _check_model(header: Header, model: str | None) -> LoadedModel:
     return loaded
 
 
-def decode_iterations(data: bytes | str | Path, *, model: str | None = None,
-                      max_pixels: int = MAX_PIXELS) -> Iterator[Image.Image]:
-    """Yield the decoded image after each iteration stored in the file (progressive decoding)."""
+def _open(data: bytes | str | Path, model: str | None,
+          max_pixels: int) -> tuple[Container, LoadedModel, BitCoder]:
+    """Parse a file and check it against the pixel limit and its model, allocating nothing."""
     container = parse(_read_bytes(data))
     header = container.header
     if header.width * header.height > max_pixels:
@@ -169,35 +282,63 @@ def decode_iterations(data: bytes | str | Path, *, model: str | None = None,
         raise FormatError("file holds no iterations")
     coder = coder_name(header.coder)
     loaded = _check_model(header, model)
-    bit_coder, net = make_coder(coder, loaded.tables), loaded.net
-    shape = _code_shape(header)
-    state = None  # allocated once the first chunk has proved the declared size plausible
-    history: list[np.ndarray] = []
+    return container, loaded, make_coder(coder, loaded.tables)
+
+
+def _codes(container: Container, bit_coder: BitCoder) -> Iterator[list[np.ndarray]]:
+    """The code maps of the first 1, 2, ... iterations (one growing list)."""
+    shape = _code_shape(container.header.width, container.header.height)
+    maps: list[np.ndarray] = []
     for payload in container.chunks:
-        codes = bit_coder.decode(payload, shape, history)
-        history.append(codes)
-        if state is None:
-            state = net.initial_state(torch.zeros(1, 3, shape[1] * 16, shape[2] * 16))
-        with torch.inference_mode():
-            bits = torch.from_numpy(codes).float().unsqueeze(0) * 2 - 1
-            state = net.decode_step(bits, state)
-        yield to_image(to_array(state.recon, header.height, header.width), header.gray)
+        maps.append(bit_coder.decode(payload, shape, maps))
+        yield maps
+
+
+def decode_iterations(data: bytes | str | Path, *, model: str | None = None,
+                      max_pixels: int = MAX_PIXELS) -> Iterator[Image.Image]:
+    """Yield the decoded image after each iteration stored in the file (progressive decoding).
+
+    Every tile's network state is held from one iteration to the next, so memory grows with the
+    image even for tiled files (about 0.5 KB per pixel); ``decompress`` decodes tiled files one
+    tile at a time instead.
+    """
+    container, loaded, bit_coder = _open(data, model, max_pixels)
+    h = container.header
+    tiles = plan(h.width, h.height, h.tile)
+    loops: list[Iterator[torch.Tensor]] = []
+    for maps in _codes(container, bit_coder):
+        loops = loops or [decode_tile(loaded, tile, maps) for tile in tiles]
+        image = np.empty((h.height, h.width, 3), np.uint8)
+        for tile, loop in zip(tiles, loops):
+            _paste(image, tile, next(loop))
+        yield to_image(image, h.gray)
 
 
 def decompress(data: bytes | str | Path, *, iterations: int | None = None,
                model: str | None = None, max_pixels: int = MAX_PIXELS,
                progress: Progress | None = None) -> Image.Image:
-    """Decode .rnnc bytes or a path to a PIL image (L or RGB), using at most ``iterations``."""
+    """Decode .rnnc bytes or a path to a PIL image (L or RGB), using at most ``iterations``.
+
+    Tiles are decoded one after the other through all iterations, so the networks' memory grows
+    with a tile, not the image (``progress`` then counts iterations' worth of work).
+    """
     if iterations is not None and iterations < 1:
         raise ValueError("iterations must be at least 1")
-    image = None
-    for i, image in enumerate(decode_iterations(data, model=model, max_pixels=max_pixels)):
-        if progress:
-            progress(i + 1)
-        if iterations is not None and i + 1 >= iterations:
+    container, loaded, bit_coder = _open(data, model, max_pixels)
+    h = container.header
+    n = min(len(container.chunks), iterations or len(container.chunks))
+    maps: list[np.ndarray] = []
+    for maps in _codes(container, bit_coder):
+        if len(maps) == n:
             break
-    assert image is not None  # decode_iterations raises on an empty file
-    return image
+    tiles = plan(h.width, h.height, h.tile)
+    image = np.empty((h.height, h.width, 3), np.uint8)
+    report = _tile_progress(progress, len(tiles), n)
+    for k, tile in enumerate(tiles):
+        for t, recon in zip(range(n), decode_tile(loaded, tile, maps)):
+            report(k, t)
+        _paste(image, tile, recon)
+    return to_image(image, h.gray)
 
 
 def truncate(data: bytes | str | Path, *, iterations: int | None = None,
@@ -229,6 +370,7 @@ class Info:
         h = self.header
         return {"width": h.width, "height": h.height, "mode": "L" if h.gray else "RGB",
                 "model": h.model, "weights": h.digest.hex(), "coder": coder_name(h.coder),
+                "tile": h.tile,
                 "iterations": self.iterations, "bytes": self.bytes,
                 "bpp": self.bpp_per_iteration[-1] if self.bpp_per_iteration else 0.0,
                 "bpp_per_iteration": self.bpp_per_iteration}

@@ -12,15 +12,18 @@ import zlib
 from dataclasses import dataclass
 
 from .errors import FormatError
+from .tiling import BLOCK, MAX_TILE, MIN_TILE
 
 MAGIC = b"RNNC"
-VERSION = 1
+VERSION = 2  # the newest version this reader knows; untiled images are still written as 1
+VERSIONS = (1, 2)  # version 2 adds the tile side after the weights hash
 MAX_SIDE = 1 << 20
 MAX_PIXELS = 1 << 28  # what a header may declare at all; the codec applies its own lower limit
 MAX_ITERATIONS = 64
 FLAG_GRAY = 1
 
 _FIXED = struct.Struct(">4sBBIIBB")  # magic, version, flags, width, height, coder, name length
+_TILE = struct.Struct(">H")  # version 2: tile side in pixels
 _CHUNK = struct.Struct(">I")  # payload length
 _CRC = struct.Struct(">I")
 
@@ -33,11 +36,15 @@ class Header:
     coder: int
     model: str
     digest: bytes  # 16 bytes: the model's weights hash
+    tile: int = 0  # tile side in pixels (see tiling.py); 0: the image was coded whole
 
     def pack(self) -> bytes:
+        """Version 1 for an untiled image (readable by version-1 readers), else 2."""
         name = self.model.encode()
-        body = _FIXED.pack(MAGIC, VERSION, FLAG_GRAY if self.gray else 0, self.width,
-                           self.height, self.coder, len(name)) + name + self.digest
+        body = _FIXED.pack(MAGIC, 2 if self.tile else 1, FLAG_GRAY if self.gray else 0,
+                           self.width, self.height, self.coder, len(name)) + name + self.digest
+        if self.tile:
+            body += _TILE.pack(self.tile)
         return body + _CRC.pack(zlib.crc32(body))
 
 
@@ -66,9 +73,10 @@ def parse(data: bytes) -> Container:
     if len(data) < _FIXED.size:
         raise FormatError("file truncated inside the header")
     _, version, flags, width, height, coder, name_len = _FIXED.unpack_from(data)
-    if version != VERSION:
-        raise FormatError(f"unsupported .rnnc version {version} (this reader knows {VERSION})")
-    end = _FIXED.size + name_len + 16
+    if version not in VERSIONS:
+        raise FormatError(f"unsupported .rnnc version {version} (this reader knows "
+                          f"{' and '.join(map(str, VERSIONS))})")
+    end = _FIXED.size + name_len + 16 + (_TILE.size if version == 2 else 0)
     if len(data) < end + _CRC.size:
         raise FormatError("file truncated inside the header")
     if zlib.crc32(data[:end]) != _CRC.unpack_from(data, end)[0]:
@@ -81,8 +89,13 @@ def parse(data: bytes) -> Container:
         model = data[_FIXED.size:_FIXED.size + name_len].decode()
     except UnicodeDecodeError:
         raise FormatError("model name in header is not UTF-8") from None
+    tile = _TILE.unpack_from(data, end - _TILE.size)[0] if version == 2 else 0
+    if version == 2 and not (MIN_TILE <= tile <= MAX_TILE and tile % BLOCK == 0):
+        raise FormatError(f"bad tile side {tile} in header (a multiple of {BLOCK} from "
+                          f"{MIN_TILE} to {MAX_TILE})")
+    digest_end = _FIXED.size + name_len + 16
     header = Header(width, height, bool(flags & FLAG_GRAY), coder, model,
-                    data[end - 16:end])
+                    data[digest_end - 16:digest_end], tile)
     pos = end + _CRC.size
     chunks: list[bytes] = []
     while pos < len(data):

@@ -1,0 +1,113 @@
+"""How a large image is split into tiles, so the networks' memory grows with a tile, not the image.
+
+Geometry and pixel placement, no networks; docs/format.md states the same rules, since the decoder
+must split exactly as the encoder did. The code map of an iteration stays the whole image's
+32 × ⌈H/16⌉ × ⌈W/16⌉ grid: tiling changes only where the networks run.
+
+- The grid of 16×16 blocks is cut into ⌈rows / T⌉ × ⌈columns / T⌉ tiles, T = tile side / 16,
+  as evenly as whole blocks allow (no thin sliver at the right or bottom edge).
+- Every block belongs to exactly one tile, whose encoder writes its codes.
+- A tile's networks run over its own blocks plus ``CONTEXT`` blocks above and to the left (fewer
+  at the image border): blocks of tiles that come earlier in raster order, whose codes are
+  already final. Its decoder is fed those neighbours' codes there, so its first rows and columns
+  are decoded with what lies above and left of them, as in whole-image coding; its encoder sees
+  the context pixels but codes only the tile's own blocks. Tiles thus need nothing of later
+  tiles: each one can run through all its iterations at a time.
+- A tile's decoder lacks what lies right of and below it, so its last pixel rows and columns
+  come out a little worse: a faint line at the border. The next tile's decoder also rebuilds
+  those pixels (as its context), so the output mixes in that view over the last ``SEAM`` pixels
+  before each border (4/8 of it at the border, 3/8, 2/8, 1/8 further in). This touches only the
+  output pixels, never the reconstruction the networks carry from one iteration to the next.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+BLOCK = 16
+CONTEXT = 2  # blocks of context above and left of each tile (format version 2)
+MIN_TILE = 64
+MAX_TILE = 0xFFF0  # the largest multiple of 16 in the header's 16-bit field
+DEFAULT_TILE = 512
+AUTO_TILE_PIXELS = 1 << 21  # tile=None tiles only images over about 2 megapixels
+SEAM = 4  # pixels before a tile border where the next tile's view is mixed in
+
+
+@dataclass(frozen=True)
+class Tile:
+    """A tile in blocks: the rows and columns its networks run over, and how many of the first
+    of them are context (owned by earlier tiles)."""
+
+    rows: tuple[int, int]  # [start, stop) block rows of the region, context included
+    cols: tuple[int, int]
+    top: int  # context rows at the top of the region
+    left: int  # context columns at its left
+
+    def region(self, height: int, width: int) -> tuple[slice, slice]:
+        """Pixel rows and columns of the region, clipped to the image."""
+        return (slice(self.rows[0] * BLOCK, min(self.rows[1] * BLOCK, height)),
+                slice(self.cols[0] * BLOCK, min(self.cols[1] * BLOCK, width)))
+
+    def owned(self, height: int, width: int) -> tuple[slice, slice]:
+        """Pixel rows and columns of the blocks this tile owns, clipped to the image."""
+        return (slice((self.rows[0] + self.top) * BLOCK, min(self.rows[1] * BLOCK, height)),
+                slice((self.cols[0] + self.left) * BLOCK, min(self.cols[1] * BLOCK, width)))
+
+
+def check_tile(tile: int) -> None:
+    """Raise ValueError unless ``tile`` is 0 (whole image) or a valid tile side in pixels."""
+    if tile != 0 and not (MIN_TILE <= tile <= MAX_TILE and tile % BLOCK == 0):
+        raise ValueError(f"tile side must be 0 (no tiling) or a multiple of {BLOCK} from "
+                         f"{MIN_TILE} to {MAX_TILE}, not {tile}")
+
+
+def spans(blocks: int, per_tile: int) -> list[tuple[int, int]]:
+    """``blocks`` cut into ⌈blocks / per_tile⌉ runs whose lengths differ by at most one."""
+    n = math.ceil(blocks / per_tile)
+    return [(blocks * i // n, blocks * (i + 1) // n) for i in range(n)]
+
+
+def plan(width: int, height: int, tile: int) -> list[Tile]:
+    """The tiles of an image in raster order (the coding order); tile 0 is one whole tile."""
+    rows, cols = math.ceil(height / BLOCK), math.ceil(width / BLOCK)
+    per = tile // BLOCK if tile else max(rows, cols)
+    out = []
+    for r0, r1 in spans(rows, per):
+        for c0, c1 in spans(cols, per):
+            top, left = min(CONTEXT, r0), min(CONTEXT, c0)
+            out.append(Tile((r0 - top, r1), (c0 - left, c1), top, left))
+    return out
+
+
+def choose_tile(tile: int | None, width: int, height: int) -> int:
+    """The tile side to code with: None picks ``DEFAULT_TILE`` for images over
+    ``AUTO_TILE_PIXELS``, else 0; a side that gives a single tile becomes 0 (plain coding)."""
+    if tile is None:
+        tile = DEFAULT_TILE if width * height > AUTO_TILE_PIXELS else 0
+    check_tile(tile)
+    return tile if tile and len(plan(width, height, tile)) > 1 else 0
+
+
+def _mix(earlier: np.ndarray, later: np.ndarray, eighths: np.ndarray) -> np.ndarray:
+    """(earlier · (8 - n) + later · n) / 8 per pixel, rounded half up, in exact integers."""
+    total = earlier.astype(np.uint16) * (2 * SEAM - eighths) + later * eighths + SEAM
+    return (total // (2 * SEAM)).astype(np.uint8)
+
+
+def place(image: np.ndarray, tile: Tile, view: np.ndarray) -> None:
+    """Write a tile's decoded region ``view`` (uint8, clipped to the image) into ``image``: its
+    own blocks as they are, and its view of the ``SEAM`` pixels before its top and left borders
+    mixed into what the earlier tiles put there. Tiles must be placed in raster order."""
+    ys, xs = tile.owned(*image.shape[:2])
+    ty, tx = tile.top * BLOCK, tile.left * BLOCK
+    image[ys, xs] = view[ty:, tx:]
+    eighths = np.arange(1, SEAM + 1, dtype=np.uint16)  # grows towards the border
+    if tile.top:
+        rows = slice(ys.start - SEAM, ys.start)
+        image[rows, xs] = _mix(image[rows, xs], view[ty - SEAM:ty, tx:], eighths[:, None, None])
+    if tile.left:
+        cols = slice(xs.start - SEAM, xs.start)
+        image[ys, cols] = _mix(image[ys, cols], view[ty:, tx - SEAM:tx], eighths[None, :, None])
