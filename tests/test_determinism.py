@@ -13,7 +13,7 @@ import hashlib
 import json
 import subprocess
 import sys
-import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -105,11 +105,10 @@ def test_compressing_twice_gives_identical_bytes(hostile_seeds: Seeds) -> None:
 def test_one_thread_and_two_threads_agree(threads: int, hostile_seeds: Seeds, wide_model: str,
                                           tmp_path: Path) -> None:
     """Encode with 1 thread here, decode those files with 2 threads in a subprocess (and encode
-    there too): identical files, encoder codes and entropy-decoded codes, for every coder (the
-    context and neural coders' probabilities are integers). Decoded pixels are identical for
-    the tiny network; for a wider one float convolutions split across threads sum in another
-    order, which can move a pixel that sits on a rounding boundary by one level (reported as a
-    warning, bounded here)."""
+    there too): identical files, encoder codes, entropy-decoded codes (the context and neural
+    coders' probabilities are integers) and decoded pixels, for the tiny network and a wide one
+    whose convolutions are split across threads. (The gain estimator's one-channel projection
+    once summed in a thread-dependent order and moved about 1 in 46,000 values by one level.)"""
     image = gradient(48, 80, seed=12)
     np.save(tmp_path / "image.npy", image)
     models = {"tiny": hostile_seeds.model, "wide": wide_model}
@@ -137,13 +136,43 @@ def test_one_thread_and_two_threads_agree(threads: int, hostile_seeds: Seeds, wi
     there = json.loads(run.stdout.splitlines()[-1])
     assert here.pop("threads") == "1" and there.pop("threads") == str(threads)
     assert here.keys() == there.keys()
-    differ = {k for k in here if here[k] != there[k]}
-    exact = {k for k in differ if not k.startswith("wide/") or not k.endswith("/pixels")}
-    assert not exact, f"differ between 1 and {threads} threads: {sorted(exact)}"
-    a, b = np.load(tmp_path / "here.npz"), np.load(tmp_path / "there.npz")
-    for key in differ:  # wide-network pixels only
-        d = np.abs(a[key.replace("/", "-")[:-len("-pixels")]].astype(int)
-                   - b[key.replace("/", "-")[:-len("-pixels")]].astype(int))
-        assert d.max() <= 1 and (d > 0).mean() < 1e-3, (d.max(), (d > 0).sum())
-        warnings.warn(f"{key}: {(d > 0).sum()} of {d.size} decoded values differ by 1 between "
-                      f"1 and {threads} threads (float convolution order)", stacklevel=1)
+    differ = sorted(k for k in here if here[k] != there[k])
+    assert not differ, f"differ between 1 and {threads} threads: {differ}"
+
+
+def test_network_steps_run_on_one_thread_and_restore_the_callers_setting(
+        hostile_seeds: Seeds) -> None:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with codec.network_step():
+            assert torch.get_num_threads() == 1 and not torch.is_grad_enabled()
+            with codec.network_step():  # nested, as concurrent calls overlap
+                assert torch.get_num_threads() == 1
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2 and torch.is_grad_enabled()
+        image = gradient(40, 56, seed=13)
+        with ThreadPoolExecutor(4) as pool:  # concurrent codec calls share the setting
+            files = list(pool.map(lambda _: codec.compress(
+                image, iterations=2, model=hostile_seeds.model), range(4)))
+        assert len(set(files)) == 1 and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_tiled_files_decode_to_the_same_pixels_on_any_number_of_workers(
+        hostile_seeds: Seeds) -> None:
+    data = codec.compress(gradient(150, 200, seed=14), iterations=3, model=hostile_seeds.model,
+                          tile=64)
+    previous = torch.get_num_threads()
+    try:
+        decoded = []
+        for threads in (1, 2, 3):  # the tiles decode in parallel, one worker per torch thread
+            torch.set_num_threads(threads)
+            decoded.append(np.asarray(codec.decompress(data, model=hostile_seeds.model)))
+            assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(previous)
+    assert all(np.array_equal(decoded[0], d) for d in decoded[1:])
+    progressive = list(codec.decode_iterations(data, model=hostile_seeds.model))
+    assert np.array_equal(np.asarray(progressive[-1]), decoded[0])

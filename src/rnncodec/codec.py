@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import itertools
 import math
+import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +30,8 @@ from .tiling import Tile, choose_tile, place, plan
 from .zoo import DEFAULT_MODEL, MODELS, LoadedModel, load_model
 
 DEFAULT_ITERATIONS = 16
-# called with the number of iterations done so far (tiled: iterations' worth of tile work)
+# called with the number of iterations done so far (tiled: iterations' worth of tile work);
+# decompress calls it from its worker threads
 Progress = Callable[[int], None]
 
 
@@ -69,6 +73,36 @@ class Target:
         return False
 
 
+_threads = threading.Lock()
+_users = 0  # codec steps running now, in any thread
+_saved_threads = 1
+
+
+@contextmanager
+def network_step() -> Iterator[None]:
+    """Inference mode on one intra-op thread: decoded pixels must not depend on the thread count.
+
+    Convolutions over small feature maps split their sums across threads, so decoding with 1 and
+    2 threads could give pixels one level apart; on one thread the order is fixed. Concurrent
+    codec calls share the setting, and the caller's thread count is restored when the last ends.
+    Entered per step, never across a ``yield``, like inference mode.
+    """
+    global _users, _saved_threads
+    with _threads:
+        if _users == 0:
+            _saved_threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+        _users += 1
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        with _threads:
+            _users -= 1
+            if _users == 0:
+                torch.set_num_threads(_saved_threads)
+
+
 def _code_shape(width: int, height: int) -> tuple[int, int, int]:
     return BITS, math.ceil(height / 16), math.ceil(width / 16)
 
@@ -82,7 +116,7 @@ def iterate_codes(model: LoadedModel, x: torch.Tensor) -> Iterator[tuple[np.ndar
     net = model.net
     state = net.initial_state(x)
     while True:
-        with torch.inference_mode():
+        with network_step():
             bits, state = net.encode_step(x, state, stochastic=False)
             state = net.decode_step(bits, state)
             codes = (bits[0] > 0).to(torch.uint8).numpy()
@@ -110,7 +144,7 @@ def encode_tile(model: LoadedModel, rgb: np.ndarray, tile: Tile,
     state = net.initial_state(x)
     for t in itertools.count():
         region = maps[t][:, slice(*tile.rows), slice(*tile.cols)]
-        with torch.inference_mode():
+        with network_step():
             bits, state = net.encode_step(x, state, stochastic=False)
             codes = (bits[0] > 0).to(torch.uint8).numpy()
             region[:, tile.top:, tile.left:] = codes[:, tile.top:, tile.left:]
@@ -129,7 +163,7 @@ def decode_tile(model: LoadedModel, tile: Tile,
         bits = _signed(np.ascontiguousarray(maps[t][:, slice(*tile.rows), slice(*tile.cols)]))
         if state is None:
             state = net.initial_state(torch.zeros(1, 3, bits.shape[2] * 16, bits.shape[3] * 16))
-        with torch.inference_mode():
+        with network_step():
             state = net.decode_step(bits, state)
         yield state.recon
 
@@ -140,19 +174,20 @@ def _paste(image: np.ndarray, tile: Tile, recon: torch.Tensor) -> None:
     place(image, tile, to_array(recon, ys.stop - ys.start, xs.stop - xs.start))
 
 
-def _tile_progress(progress: Progress | None, tiles: int,
-                   iterations: int) -> Callable[[int, int], None]:
-    """Report iterations' worth of work (each count once) as tile k finishes its step t."""
-    last = 0
+def _tile_progress(progress: Progress | None, tiles: int) -> Callable[[], None]:
+    """Called once per tile step, in any order and from any thread: reports iterations' worth
+    of work (steps // tiles), each count once."""
+    lock, steps, last = threading.Lock(), 0, 0
 
-    def report(k: int, t: int) -> None:
-        nonlocal last
-        done = (k * iterations + t + 1) // tiles
-        if progress and done > last:
-            last = done
-            progress(done)
+    def step_done() -> None:
+        nonlocal steps, last
+        with lock:
+            steps += 1
+            if progress and steps // tiles > last:
+                last = steps // tiles
+                progress(last)
 
-    return report
+    return step_done
 
 
 def encode_lockstep(model: LoadedModel, rgb: np.ndarray, tiles: list[Tile],
@@ -181,12 +216,12 @@ def encode_by_tile(model: LoadedModel, rgb: np.ndarray, tiles: list[Tile], itera
     maps = [np.zeros(_code_shape(rgb.shape[1], rgb.shape[0]), np.uint8)
             for _ in range(iterations)]
     images = np.empty((iterations, *rgb.shape), np.uint8) if keep_images else None
-    report = _tile_progress(progress, len(tiles), iterations)
-    for k, tile in enumerate(tiles):
+    step_done = _tile_progress(progress, len(tiles))
+    for tile in tiles:
         for t, recon in zip(range(iterations), encode_tile(model, rgb, tile, maps)):
             if images is not None:
                 _paste(images[t], tile, recon)
-            report(k, t)
+            step_done()
     for t in range(iterations):
         yield maps[t], None if images is None else images[t]
 
@@ -319,8 +354,9 @@ def decompress(data: bytes | str | Path, *, iterations: int | None = None,
                progress: Progress | None = None) -> Image.Image:
     """Decode .rnnc bytes or a path to a PIL image (L or RGB), using at most ``iterations``.
 
-    Tiles are decoded one after the other through all iterations, so the networks' memory grows
-    with a tile, not the image (``progress`` then counts iterations' worth of work).
+    Each tile is decoded through all iterations on its own, so the networks' memory grows with
+    the tiles in flight (one per torch thread), not the image (``progress`` then counts
+    iterations' worth of work).
     """
     if iterations is not None and iterations < 1:
         raise ValueError("iterations must be at least 1")
@@ -333,11 +369,18 @@ def decompress(data: bytes | str | Path, *, iterations: int | None = None,
             break
     tiles = plan(h.width, h.height, h.tile)
     image = np.empty((h.height, h.width, 3), np.uint8)
-    report = _tile_progress(progress, len(tiles), n)
-    for k, tile in enumerate(tiles):
-        for t, recon in zip(range(n), decode_tile(loaded, tile, maps)):
-            report(k, t)
-        _paste(image, tile, recon)
+    step_done = _tile_progress(progress, len(tiles))
+
+    def final(tile: Tile) -> torch.Tensor:
+        for recon in itertools.islice(decode_tile(loaded, tile, maps), n):
+            step_done()
+        return recon
+
+    # Tiles need only the codes, so they decode in parallel, each on one thread (see
+    # network_step): as many at once as the caller's torch threads, pasted in order.
+    with ThreadPoolExecutor(max(1, min(torch.get_num_threads(), len(tiles)))) as pool:
+        for tile, recon in zip(tiles, pool.map(final, tiles)):
+            _paste(image, tile, recon)
     return to_image(image, h.gray)
 
 

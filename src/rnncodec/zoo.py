@@ -36,7 +36,7 @@ class ModelSpec:
 MODELS: dict[str, ModelSpec] = {
     s.name: s for s in [
         ModelSpec("rgru-rs-w25", ModelConfig("residual-gru", "residual-scaling", 0.25),
-                  "Residual GRU, residual scaling, width 0.25; CPU run + H200 fine-tune (see its card)"),
+                  "Residual GRU, residual scaling, width 0.25; CPU + H200 training (see its card)"),
     ]
 }
 DEFAULT_MODEL = "rgru-rs-w25"
@@ -79,7 +79,7 @@ def save_weights(model: RNNCompressor, path: Path, name: str | None = None,
 def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     try:
         with safe_open(str(path), framework="pt") as f:
-            return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
+            return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}  # noqa: SIM118
     except (OSError, SafetensorError, ValueError) as e:
         raise ModelError(f"cannot read model weights {path}: {e}") from None
 
