@@ -306,7 +306,8 @@ def train(data: str, out: str, overrides: tuple[str, ...]) -> None:
 @click.option("--images", default=32, show_default=True, help="How many photos to fit on.")
 @force_opt
 def export(checkpoint: Path, output: Path, data: str, images: int, force: bool) -> None:
-    """Turn a training checkpoint into shippable fp16 weights with entropy tables."""
+    """Turn a training checkpoint (or a run's model.safetensors) into shippable fp16 weights
+    with entropy tables."""
     from .train import export as run_export
 
     def body() -> str:

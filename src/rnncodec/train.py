@@ -351,15 +351,19 @@ def train(cfg: TrainConfig) -> Path:
 
 def export(checkpoint: Path, out: Path, data: str, name: str, images: int = 32,
            coder_images: int = 400, coder_steps: int = 3000, crop: int = 256) -> bytes:
-    """Write a checkpoint as shippable fp16 safetensors with both entropy coders' tables.
+    """Write a checkpoint (or a run's model.safetensors) as shippable fp16 safetensors with both
+    entropy coders' tables.
 
     The context coder's prior and the neural coder's network are fitted on the codes that the
     fp16 weights produce for training photos (never evaluation images); returns the digest.
     """
-    state = torch.load(checkpoint, weights_only=True)
-    cfg = state["config"]
-    model = RNNCompressor(ModelConfig(cfg["cell"], cfg["framework"], cfg["width"]))
-    model.load_state_dict(state["model"])
+    if checkpoint.suffix == ".safetensors":  # a run's weights alone (all a lent GPU may return)
+        model = load_model(str(checkpoint)).net
+    else:
+        state = torch.load(checkpoint, weights_only=True)
+        cfg = state["config"]
+        model = RNNCompressor(ModelConfig(cfg["cell"], cfg["framework"], cfg["width"]))
+        model.load_state_dict(state["model"])
     save_weights(model, out, name)
     loaded = load_model(str(out))
     paths = list_images(data)
