@@ -23,11 +23,13 @@ of a k-iteration encode or decode (the encode's entropy coding, which follows, l
 decode's, which comes first, included).
 
 The 12-megapixel model case is slow on a small CPU. On the 2-core development box (2 torch
-threads) the tiled 16-iteration encode took 139 s and the decode 102 s; the compress process
-peaked at 936 MiB in all (672 MiB over its RSS after warm-up), the decompress one at 793 MiB
-(529 MiB); the whole script took 5 minutes. Untiled (--tile 0; one torch thread, the
-CPU shared with a training run) the encode took 528 s and the decode 350 s, with 6.5 GB of
-extra RSS. Use --size for a smaller generated image (or 'none').
+threads; the networks run on one thread per tile, and decompress decodes two tiles at a time)
+the tiled 16-iteration encode took 198 s and the decode 85 s; the compress process peaked at
+927 MiB in all (662 MiB over its RSS after warm-up), the decompress one at 1,252 MiB (986 MiB;
+two tiles in flight). With intra-op threads instead (before pixels were made independent of
+the thread count) the encode took 139 s and the decode 102 s, at 936 and 793 MiB. Untiled
+(--tile 0; one torch thread, the CPU shared with a training run) the encode took 528 s and the
+decode 350 s, with 6.5 GB of extra RSS. Use --size for a smaller generated image (or 'none').
 """
 
 from __future__ import annotations
