@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import gradient_image
 
 from rnncodec import codec, tiling, zoo
@@ -100,6 +101,27 @@ def test_encoder_and_decoder_agree_when_tiled(tiny_model: str) -> None:
                                            strict=True):
         assert np.array_equal(c1, c2) and np.array_equal(img1, img2)
         assert np.array_equal(img1, np.asarray(dec))
+
+
+def test_tiles_encode_in_waves_to_the_same_codes_on_any_number_of_workers(
+        tiny_model: str) -> None:
+    a = gradient_image(200, 260, seed=5)
+    loaded = zoo.load_model(tiny_model)
+    tiles = plan(260, 200, 64)
+    groups = tiling.waves(tiles)
+    assert sorted(map(id, itertools.chain(*groups))) == sorted(map(id, tiles))
+    rows, cols = ({t.rows[1] for t in tiles}, {t.cols[1] for t in tiles})
+    assert len(rows) > 2 and len(cols) > 2 and len(groups) == len(rows) + len(cols) - 1
+    lockstep = [c.copy() for _, (c, _) in zip(range(3), codec.encode_lockstep(
+        loaded, a, tiles, keep_images=False))]
+    previous = torch.get_num_threads()
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            by_tile = [c for c, _ in codec.encode_by_tile(loaded, a, tiles, 3, keep_images=False)]
+            assert all(np.array_equal(x, y) for x, y in zip(lockstep, by_tile, strict=True))
+    finally:
+        torch.set_num_threads(previous)
 
 
 def test_untiled_files_are_unchanged(rgb: np.ndarray, tiny_model: str) -> None:

@@ -26,7 +26,7 @@ from .format import MAX_ITERATIONS, Container, Header, assemble, pack_chunk, par
 from .images import MAX_PIXELS, ImageSource, load_image, to_array, to_image, to_tensor
 from .metrics import ms_ssim, psnr
 from .networks import BITS
-from .tiling import Tile, choose_tile, place, plan
+from .tiling import Tile, choose_tile, place, plan, waves
 from .zoo import DEFAULT_MODEL, MODELS, LoadedModel, load_model
 
 DEFAULT_ITERATIONS = 16
@@ -190,6 +190,11 @@ def _tile_progress(progress: Progress | None, tiles: int) -> Callable[[], None]:
     return step_done
 
 
+def _workers(tiles: int) -> int:
+    """Tiles coded at once: the caller's torch threads (each tile's steps run on one)."""
+    return max(1, min(torch.get_num_threads(), tiles))
+
+
 def encode_lockstep(model: LoadedModel, rgb: np.ndarray, tiles: list[Tile],
                     keep_images: bool) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     """Yield (codes, decoded pixels if ``keep_images``) for iteration 1, 2, ..., running every
@@ -209,19 +214,29 @@ def encode_lockstep(model: LoadedModel, rgb: np.ndarray, tiles: list[Tile],
 def encode_by_tile(model: LoadedModel, rgb: np.ndarray, tiles: list[Tile], iterations: int,
                    keep_images: bool, progress: Progress | None = None,
                    ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-    """The same as ``encode_lockstep`` (bit for bit), computed one tile at a time through all
-    ``iterations`` first: memory grows with a tile, plus the codes (2 bytes per pixel at 16
-    iterations) and, with ``keep_images``, each iteration's decoded pixels (3 bytes per pixel
-    per iteration, for quality targets)."""
+    """The same as ``encode_lockstep`` (bit for bit), computed tile by tile through all
+    ``iterations`` first: memory grows with the tiles in flight (one per torch thread; one at a
+    time with ``keep_images``), plus the codes (2 bytes per pixel at 16 iterations) and, with
+    ``keep_images``, each iteration's decoded pixels (3 bytes per pixel per iteration, for
+    quality targets)."""
     maps = [np.zeros(_code_shape(rgb.shape[1], rgb.shape[0]), np.uint8)
             for _ in range(iterations)]
     images = np.empty((iterations, *rgb.shape), np.uint8) if keep_images else None
     step_done = _tile_progress(progress, len(tiles))
-    for tile in tiles:
+
+    def run(tile: Tile) -> None:
         for t, recon in zip(range(iterations), encode_tile(model, rgb, tile, maps)):
             if images is not None:
                 _paste(images[t], tile, recon)
             step_done()
+
+    if images is not None:  # pixels are pasted in raster order (tiling.place)
+        for tile in tiles:
+            run(tile)
+    else:  # the tiles of one anti-diagonal at once, each on one thread (see network_step)
+        with ThreadPoolExecutor(_workers(len(tiles))) as pool:
+            for wave in waves(tiles):
+                list(pool.map(run, wave))
     for t in range(iterations):
         yield maps[t], None if images is None else images[t]
 
@@ -378,7 +393,7 @@ def decompress(data: bytes | str | Path, *, iterations: int | None = None,
 
     # Tiles need only the codes, so they decode in parallel, each on one thread (see
     # network_step): as many at once as the caller's torch threads, pasted in order.
-    with ThreadPoolExecutor(max(1, min(torch.get_num_threads(), len(tiles)))) as pool:
+    with ThreadPoolExecutor(_workers(len(tiles))) as pool:
         for tile, recon in zip(tiles, pool.map(final, tiles)):
             _paste(image, tile, recon)
     return to_image(image, h.gray)

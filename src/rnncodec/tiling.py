@@ -82,6 +82,19 @@ def plan(width: int, height: int, tile: int) -> list[Tile]:
     return out
 
 
+def waves(tiles: list[Tile]) -> list[list[Tile]]:
+    """Tiles grouped by anti-diagonal (tile row + tile column), in order: a tile's context lies
+    in the tiles above and to its left, all in earlier groups, so one group's tiles can be
+    encoded at the same time."""
+    rows = sorted({t.rows[0] + t.top for t in tiles})
+    cols = sorted({t.cols[0] + t.left for t in tiles})
+    groups: dict[int, list[Tile]] = {}
+    for t in tiles:
+        groups.setdefault(rows.index(t.rows[0] + t.top) + cols.index(t.cols[0] + t.left),
+                          []).append(t)
+    return [groups[k] for k in sorted(groups)]
+
+
 def choose_tile(tile: int | None, width: int, height: int) -> int:
     """The tile side to code with: None picks ``DEFAULT_TILE`` for images over
     ``AUTO_TILE_PIXELS``, else 0; a side that gives a single tile becomes 0 (plain coding)."""
