@@ -23,11 +23,11 @@ of a k-iteration encode or decode (the encode's entropy coding, which follows, l
 decode's, which comes first, included).
 
 The 12-megapixel model case is slow on a small CPU. On the 2-core development box (2 torch
-threads; the networks run on one thread per tile, and decompress decodes two tiles at a time)
-the tiled 16-iteration encode took 198 s and the decode 85 s; the compress process peaked at
-927 MiB in all (662 MiB over its RSS after warm-up), the decompress one at 1,252 MiB (986 MiB;
-two tiles in flight). With intra-op threads instead (before pixels were made independent of
-the thread count) the encode took 139 s and the decode 102 s, at 936 and 793 MiB. Untiled
+threads; the networks run on one thread per tile, two tiles at a time) the tiled 16-iteration
+encode took 127 s and the decode 86 s; the compress process peaked at 1,425 MiB in all
+(1,160 MiB over its RSS after warm-up), the decompress one at 1,149 MiB (884 MiB). One tile at
+a time with intra-op threads instead (before pixels were made independent of the thread count)
+the encode took 139 s and the decode 102 s, at 936 and 793 MiB. Untiled
 (--tile 0; one torch thread, the CPU shared with a training run) the encode took 528 s and the
 decode 350 s, with 6.5 GB of extra RSS. Use --size for a smaller generated image (or 'none').
 """
