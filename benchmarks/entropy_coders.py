@@ -23,7 +23,7 @@ import torch
 import rnncodec
 from rnncodec.codec import iterate_codes
 from rnncodec.entropy import make_coder
-from rnncodec.images import list_images, load_image, to_tensor
+from rnncodec.images import list_images, load_image
 from rnncodec.zoo import DEFAULT_MODEL, load_model
 
 CODERS = ("raw", "context", "neural")
@@ -70,7 +70,7 @@ def main() -> None:
     per_image, timings = [], []
     for path in paths:
         rgb = load_image(path)[0]
-        steps = iterate_codes(loaded, to_tensor(rgb))
+        steps = iterate_codes(loaded, rgb)
         codes = [next(steps)[0] for _ in range(ITERATIONS)]
         per_image.append({"image": path.name, "pixels": rgb.shape[0] * rgb.shape[1],
                           "chunks": chunk_stats(codes, loaded.tables)})

@@ -23,7 +23,6 @@ from rnncodec import codec
 from rnncodec.entropy import coder_name, make_coder
 from rnncodec.format import parse
 from rnncodec.images import load_image, to_array, to_tensor
-from rnncodec.networks import BITS
 from rnncodec.web.sample import sample_image
 from rnncodec.zoo import DEFAULT_MODEL, load_model
 
@@ -40,12 +39,12 @@ def decode_pixels(data: bytes, net: torch.nn.Module, dev: torch.device) -> list[
     h = c.header
     loaded = load_model(h.model)
     coder, history, out = make_coder(coder_name(h.coder), loaded.tables), [], []
-    shape = (BITS, -(-h.height // 16), -(-h.width // 16))
+    shape = codec._code_shape(h.width, h.height)
     state = net.initial_state(torch.zeros(1, 3, shape[1] * 16, shape[2] * 16, device=dev))
     for payload in c.chunks:
         codes = coder.decode(payload, shape, history)
         history.append(codes)
-        bits = torch.from_numpy(codes).float().unsqueeze(0).to(dev) * 2 - 1
+        bits = codec._signed(codes).to(dev)
         state = net.decode_step(bits, state)
         out.append(to_array(state.recon.cpu(), h.height, h.width))
     return out
@@ -67,7 +66,7 @@ def compare(rgb: np.ndarray, iterations: int, gpu: torch.device, tf32: bool) -> 
     set_tf32(tf32)
     loaded = load_model(DEFAULT_MODEL)
     cpu_net, gpu_net = loaded.net, copy.deepcopy(loaded.net).to(gpu)
-    data = codec.compress(rgb, iterations=iterations)
+    data = codec.compress(rgb, iterations=iterations, tile=0)  # decoded whole below
     on_cpu = decode_pixels(data, cpu_net, torch.device("cpu"))
     on_gpu = decode_pixels(data, gpu_net, gpu)
     diff = [np.abs(a.astype(int) - b.astype(int)) for a, b in zip(on_cpu, on_gpu, strict=True)]

@@ -174,10 +174,10 @@ def test_progressive_decoding_and_progress_callbacks(rnnc: bytes, rgb: np.ndarra
 def test_encoder_and_decoder_agree_bit_for_bit(rgb: np.ndarray, tiny_model: str) -> None:
     """The closed loop: the encoder's reconstruction is exactly the decoder's."""
     from rnncodec.codec import iterate_codes
-    from rnncodec.images import to_array, to_tensor
+    from rnncodec.images import to_array
 
     loaded = zoo.load_model(tiny_model)
-    steps = iterate_codes(loaded, to_tensor(rgb))
+    steps = iterate_codes(loaded, rgb)
     encoder_side = [to_array(next(steps)[1], *rgb.shape[:2]) for _ in range(6)]
     data = codec.compress(rgb, iterations=6, model=tiny_model)
     for enc, dec in zip(encoder_side, codec.decode_iterations(data, model=tiny_model),
@@ -411,9 +411,8 @@ def test_iterating_codes_leaves_gradients_on_in_the_caller(tiny_model: str) -> N
     """A generator suspended inside inference mode would switch autograd off for its caller."""
     import torch
 
-    from rnncodec.images import to_tensor
 
-    steps = codec.iterate_codes(zoo.load_model(tiny_model), to_tensor(gradient_image(16, 16)))
+    steps = codec.iterate_codes(zoo.load_model(tiny_model), gradient_image(16, 16))
     codes, _ = next(steps)
     assert codes.shape == (32, 1, 1)
     assert torch.is_grad_enabled() and not torch.is_inference_mode_enabled()

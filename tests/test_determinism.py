@@ -24,7 +24,6 @@ from hostile_helpers import Seeds, cli_env, gradient, hostile_seeds, write_tiny
 from rnncodec import codec
 from rnncodec.entropy import CODER_NAMES, make_coder
 from rnncodec.format import parse
-from rnncodec.images import to_tensor
 from rnncodec.networks import BITS
 from rnncodec.zoo import load_model
 
@@ -43,7 +42,7 @@ def fingerprints(models: dict[str, str], coders: dict[str, list[str]], image: np
 
     out: dict[str, str] = {"threads": str(torch.get_num_threads())}
     for label, model in models.items():
-        steps = codec.iterate_codes(load_model(model), to_tensor(image))
+        steps = codec.iterate_codes(load_model(model), image)
         codes = [next(steps)[0] for _ in range(ITERATIONS)]
         out[f"{label}/encoder-codes"] = h(*(c.tobytes() for c in codes))
         for coder in coders[label]:

@@ -107,22 +107,6 @@ def _code_shape(width: int, height: int) -> tuple[int, int, int]:
     return BITS, math.ceil(height / 16), math.ceil(width / 16)
 
 
-def iterate_codes(model: LoadedModel, x: torch.Tensor) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
-    """Yield (codes, reconstruction) for iteration 1, 2, ... of one padded image, untiled.
-
-    Inference mode is entered per step, never across a ``yield``: a suspended generator would
-    otherwise leave gradients switched off in its caller.
-    """
-    net = model.net
-    state = net.initial_state(x)
-    while True:
-        with network_step():
-            bits, state = net.encode_step(x, state, stochastic=False)
-            state = net.decode_step(bits, state)
-            codes = (bits[0] > 0).to(torch.uint8).numpy()
-        yield codes, state.recon
-
-
 def _signed(codes: np.ndarray) -> torch.Tensor:
     """32×h×w codes in {0, 1} → 1×32×h×w bits in {-1, +1}, the decoder's input."""
     return torch.from_numpy(codes).float().unsqueeze(0) * 2 - 1
@@ -135,7 +119,8 @@ def encode_tile(model: LoadedModel, rgb: np.ndarray, tile: Tile,
 
     The context blocks (above and left) must already hold the earlier tiles' codes: the decoder
     is fed those instead of what this tile's encoder made of them, exactly as ``decode_tile``
-    will be. (Inference mode per step, as in ``iterate_codes``.)
+    will be. Inference mode is entered per step, never across a ``yield``: a suspended
+    generator would otherwise leave gradients switched off in its caller.
     """
     net = model.net
     height, width = rgb.shape[:2]
@@ -152,6 +137,19 @@ def encode_tile(model: LoadedModel, rgb: np.ndarray, tile: Tile,
                 bits = _signed(region)
             state = net.decode_step(bits, state)
         yield state.recon
+
+
+def iterate_codes(model: LoadedModel, rgb: np.ndarray,
+                  ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    """Yield (codes, reconstruction of the padded image) for iteration 1, 2, ... of an image
+    coded whole: ``compress``'s closed loop on one tile."""
+    height, width = rgb.shape[:2]
+    maps: list[np.ndarray] = []
+    loop = encode_tile(model, rgb, plan(width, height, 0)[0], maps)
+    while True:
+        maps.append(np.zeros(_code_shape(width, height), np.uint8))
+        recon = next(loop)  # writes this iteration's codes into maps[-1]
+        yield maps[-1], recon
 
 
 def decode_tile(model: LoadedModel, tile: Tile,

@@ -39,7 +39,7 @@ from .entropy.context import fit_prior
 from .entropy.neural import ContextNet, code_length, quantize, training_batch
 from .errors import InputMissingError, ModelError
 from .frameworks import ModelConfig, RNNCompressor, residual_loss
-from .images import list_images, load_image, to_tensor
+from .images import list_images, load_image
 from .zoo import load_model, save_weights
 
 if TYPE_CHECKING:  # an optional dependency (the ``train`` extra)
@@ -370,7 +370,7 @@ def export(checkpoint: Path, out: Path, data: str, name: str, images: int = 32,
     random.Random(0).shuffle(paths)
     samples = []
     for path in paths[:images]:
-        steps = iterate_codes(loaded, to_tensor(load_image(path)[0]))
+        steps = iterate_codes(loaded, load_image(path)[0])
         codes = [next(steps)[0] for _ in range(16)]
         samples += [(c, codes[:i]) for i, c in enumerate(codes)]
     tables = {PRIOR_KEY: torch.from_numpy(fit_prior(samples).astype(np.int16))}
@@ -396,7 +396,7 @@ def collect_codes(model_path: str, data: str, images: int, crop: int = 256,
         if min(h, w) < crop:
             continue
         y, x = (h - crop) // 2, (w - crop) // 2
-        steps = iterate_codes(loaded, to_tensor(rgb[y:y + crop, x:x + crop]))
+        steps = iterate_codes(loaded, rgb[y:y + crop, x:x + crop])
         out.append(np.stack([next(steps)[0] for _ in range(iterations)]))
         if len(out) == images:
             break
