@@ -152,6 +152,23 @@ def test_training_path_is_stochastic_and_differentiable(framework: str) -> None:
     assert not torch.equal(other[-1], recons[-1].detach())
 
 
+def test_training_path_with_sign_bits_is_deterministic_and_differentiable() -> None:
+    """``stochastic=False`` in train mode: the bits of inference, gradients straight through."""
+    net = build_tiny(seed=3).train()
+    x = _image(2, 32, 32)
+    torch.manual_seed(0)
+    recons = net(x, 3, stochastic=False)
+    residual_loss(x, recons).backward()
+    for name, p in net.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient reaches {name}"
+    torch.manual_seed(1)
+    with torch.no_grad():
+        again = net(x, 3, stochastic=False)
+        inference = net.eval()(x, 3)
+    assert torch.equal(again[-1], recons[-1].detach())
+    assert torch.equal(inference[-1], again[-1])
+
+
 def test_residual_loss_is_mean_l1_over_iterations() -> None:
     x = _image()
     r1, r2 = torch.zeros_like(x), x + 0.1

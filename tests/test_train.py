@@ -35,6 +35,7 @@ from rnncodec.train import (
     random_patch,
     resolve_device,
     setup_distributed,
+    split_photos,
     tensorboard_writer,
     train,
     train_step,
@@ -65,13 +66,41 @@ def _config(data: Path, out: Path, **kw) -> TrainConfig:
 
 
 def _log_rows(out: Path) -> list[list[str]]:
+    """The data rows of a run's log.csv, after checking its one header row."""
     with (out / "log.csv").open() as f:
-        return list(csv.reader(f))
+        header, *rows = csv.reader(f)
+    assert header[:4] == ["step", "loss", "patches_per_s", "psnr_it1"]
+    assert all(len(r) == len(header) for r in rows)
+    return rows
 
 
 def test_list_images_is_recursive_and_filters_suffixes(photos: Path) -> None:
     names = [p.name for p in list_images(photos)]
     assert sorted(names) == ["p0.png", "p1.JPG", "p2.png", "p3.png"]
+
+
+def test_a_pack_holds_out_the_photos_its_folder_holds_out(tmp_path: Path) -> None:
+    """The validation split depends on photo names, not on which other photos are present: a
+    training pack (scripts/make_training_pack.py) validates on the same photos as its folder."""
+    import subprocess
+
+    root = tmp_path / "data"
+    for sub in ("a", "b"):
+        (root / sub).mkdir(parents=True)
+        for i in range(15):
+            Image.fromarray(gradient_image(16, 16, seed=i)).save(root / sub / f"{i}.png")
+    paths = list_images(root)
+    val, rest = split_photos(paths, root, 3)
+    assert len(val) == 3 and sorted(val + rest) == paths
+    assert split_photos(paths[::-1], root, 3)[0] == val  # order does not matter
+    pack = tmp_path / "pack"
+    subprocess.run([sys.executable, "scripts/make_training_pack.py", str(root), str(pack),
+                    "--mib", "0.005", "--val", "3"], check=True, capture_output=True,
+                   cwd=Path(__file__).parents[1])
+    packed = list_images(pack)
+    assert 3 < len(packed) < len(paths)  # a subset, within the budget
+    assert [p.name for p in split_photos(packed, pack, 3)[0]] == ["_".join(
+        p.relative_to(root).parts) for p in val]
 
 
 def test_load_pool_skips_small_photos(tmp_path: Path) -> None:
@@ -109,20 +138,48 @@ def test_patch_bank_cuts_downscaled_crops_and_batches_flip() -> None:
     assert 10 < sum(flipped) < 54  # about half are mirrored (the gradient is not symmetric)
 
 
+@pytest.mark.parametrize("binarize", ["stochastic", "sign"])
+def test_train_step_binarizes_as_configured(binarize: str) -> None:
+    """Sign bits (as at inference) give the same loss whatever the random state; the paper's
+    stochastic bits do not."""
+    from conftest import build_tiny
+
+    cfg = TrainConfig(iterations=2, binarize=binarize)
+    net = build_tiny().train()  # (it seeds torch itself)
+    batch = torch.rand(2, 3, 32, 32) - 0.5
+    losses = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        losses.append(train_step(net, batch, cfg).item())
+    assert (losses[0] == losses[1]) == (binarize == "sign")
+
+
 def test_training_from_a_bank(photos: Path, tmp_path: Path) -> None:
     train(_config(photos, tmp_path / "bank", bank=64))
     assert torch.load(tmp_path / "bank" / "checkpoint.pt", weights_only=True)["step"] == 2
 
 
-def test_validate_reports_psnr_per_iteration_and_keeps_training_mode() -> None:
+@pytest.mark.parametrize("side", [32, 176])  # single-scale SSIM below 161 px, MS-SSIM above
+def test_validate_reports_psnr_and_ms_ssim_per_iteration_and_keeps_training_mode(side: int
+                                                                                  ) -> None:
     from conftest import build_tiny
 
+    from rnncodec.metrics import ms_ssim, psnr
+
     net = build_tiny().train()
-    images = torch.rand(2, 3, 32, 32) - 0.5
-    values = validate(net, images, 3)
-    assert len(values) == 3 and all(np.isfinite(values))
+    images = torch.from_numpy(np.stack([gradient_image(side, side, seed=s) for s in (1, 2)]))
+    images = images.permute(0, 3, 1, 2).float() / 255 - 0.5
+    psnrs, ssims = validate(net, images, 3)
+    assert len(psnrs) == len(ssims) == 3 and all(np.isfinite(psnrs))
+    assert all(0 < v <= 1 for v in ssims)
     assert net.training
-    assert values == validate(net, images, 3)  # inference binarization: deterministic
+    assert (psnrs, ssims) == validate(net, images, 3)  # inference binarization: deterministic
+    # the same numbers as the evaluation metrics on 8-bit images (up to rounding to 8 bits)
+    net.eval()
+    recon = net(images, 1)[0].clamp(-0.5, 0.5)
+    to8 = [((t + 0.5) * 255).round().byte().permute(1, 2, 0).numpy() for t in (recon[0], images[0])]
+    assert abs(ms_ssim(*to8) - float(validate(net, images[:1], 1)[1][0])) < 2e-3
+    assert abs(psnr(*to8) - validate(net, images[:1], 1)[0][0]) < 0.1
 
 
 def test_two_steps_write_checkpoint_log_and_loadable_weights(photos: Path, tmp_path: Path,
@@ -137,7 +194,7 @@ def test_two_steps_write_checkpoint_log_and_loadable_weights(photos: Path, tmp_p
     assert set(ckpt) >= {"model", "opt", "rng"}
     rows = _log_rows(out)
     assert len(rows) == 1 and rows[0][0] == "2"
-    assert len(rows[0]) == 3 + 2  # step, loss, rate, PSNR after each of 2 iterations
+    assert len(rows[0]) == 3 + 2 + 2  # step, loss, rate, PSNR and MS-SSIM after 2 iterations
     assert all(np.isfinite(float(v)) for v in rows[0][1:])
     assert "step 2 loss" in capsys.readouterr().out
 
@@ -222,6 +279,7 @@ def test_cli_train_with_overrides(photos: Path, tmp_path: Path) -> None:
     (["cell=rnn"], 2, "unknown cell"),
     (["hard_patches=2"], 2, "hard_patches must be in [0, 1]"),
     (["hard_patches=0.5", "bank=1000"], 2, "hard_patches needs patches drawn per step"),
+    (["binarize=round"], 2, "binarize must be 'stochastic' or 'sign'"),
 ])
 def test_cli_train_bad_settings(sets: list[str], code: int, match: str, photos: Path,
                                 tmp_path: Path) -> None:
@@ -327,7 +385,7 @@ def test_device_auto_resolves_to_the_accelerator_or_cpu() -> None:
     assert TrainConfig().device == "auto"
 
 
-def test_tensorboard_logs_loss_rate_and_psnr(photos: Path, tmp_path: Path) -> None:
+def test_tensorboard_logs_loss_rate_psnr_and_ms_ssim(photos: Path, tmp_path: Path) -> None:
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -337,7 +395,8 @@ def test_tensorboard_logs_loss_rate_and_psnr(photos: Path, tmp_path: Path) -> No
     events = EventAccumulator(str(out / "tensorboard"))
     events.Reload()
     assert set(events.Tags()["scalars"]) == {"loss", "patches_per_s", "val_psnr/it01",
-                                             "val_psnr/it02"}
+                                             "val_psnr/it02", "val_ms_ssim/it01",
+                                             "val_ms_ssim/it02"}
     assert [e.step for e in events.Scalars("loss")] == [2]
 
 

@@ -91,12 +91,14 @@ class RNNCompressor(nn.Module):
             recon = state.recon + (out if g is None else out / g)
         return replace(state, recon=recon, dec=dec)
 
-    def forward(self, image: Tensor, iterations: int) -> list[Tensor]:
-        """Reconstructions after each iteration (training path; stochastic bits in train mode)."""
+    def forward(self, image: Tensor, iterations: int,
+                stochastic: bool | None = None) -> list[Tensor]:
+        """Reconstructions after each iteration (training path; stochastic bits in train mode
+        unless ``stochastic`` says otherwise)."""
         state = self.initial_state(image)
         recons = []
         for _ in range(iterations):
-            bits, state = self.encode_step(image, state)
+            bits, state = self.encode_step(image, state, stochastic)
             state = self.decode_step(bits, state)
             recons.append(state.recon)
         return recons

@@ -35,15 +35,20 @@ def ms_ssim(a: np.ndarray, b: np.ndarray) -> float:
     Images too small for five scales fall back to single-scale SSIM with the largest odd
     window (≤ 11) that fits, so every image size gets a score in [0, 1]; identical images give 1.
     """
-    x, y = _nchw(a), _nchw(b)
-    side = min(a.shape[0], a.shape[1])
-    if side >= MS_SSIM_MIN_SIDE:
-        return float(_ms_ssim(x, y, data_range=255, size_average=True))
-    win = min(11, side if side % 2 else side - 1)
-    if win < 3:
+    if min(a.shape[0], a.shape[1]) < 3:
         return 1.0 if np.array_equal(a, b) else max(0.0, 1 - float(np.mean(
             np.abs(a.astype(np.float64) - b.astype(np.float64)))) / 255)
-    return float(_ssim(x, y, data_range=255, size_average=True, win_size=win))
+    return float(ms_ssim_tensor(_nchw(a), _nchw(b), 255).mean())
+
+
+def ms_ssim_tensor(x: torch.Tensor, y: torch.Tensor, data_range: float) -> torch.Tensor:
+    """MS-SSIM of each image in two N×C×H×W batches (sides ≥ 3), with ``ms_ssim``'s fallback
+    to single-scale SSIM for images under 161 px; training validation uses it on the device."""
+    side = min(x.shape[-2:])
+    if side >= MS_SSIM_MIN_SIDE:
+        return _ms_ssim(x, y, data_range=data_range, size_average=False)
+    win = min(11, side if side % 2 else side - 1)
+    return _ssim(x, y, data_range=data_range, size_average=False, win_size=win)
 
 
 def luma(a: np.ndarray) -> np.ndarray:

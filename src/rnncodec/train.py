@@ -6,9 +6,10 @@ written atomically, so a run can resume; ``export`` writes the fp16 safetensors 
 At scale (all off by default): ``hard_patches`` mines hard-to-compress patches as the paper
 does, ``amp`` runs the forward in bf16, ``compile`` uses ``torch.compile``, ``tensorboard``
 logs beside log.csv (``pip install rnncodec[train]``), ``bank`` cuts patches on the GPU once
-instead of on the CPU per step. Several GPUs train data-parallel
-(DDP) under torchrun; each rank draws ``batch`` patches, so the effective batch is
-``batch`` × ranks::
+instead of on the CPU per step; ``binarize=sign`` trains on the bits that coding uses instead
+of the paper's random ones (a fine-tune that helped the shipped model). Several GPUs train
+data-parallel (DDP) under torchrun; each rank draws ``batch`` patches, so the effective batch
+is ``batch`` × ranks::
 
     torchrun --nproc-per-node 8 --no-python rnncodec train --set batch=32 --set amp=true
 """
@@ -16,6 +17,7 @@ instead of on the CPU per step. Several GPUs train data-parallel
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import math
 import os
@@ -40,6 +42,7 @@ from .entropy.neural import ContextNet, code_length, quantize, training_batch
 from .errors import InputMissingError, ModelError
 from .frameworks import ModelConfig, RNNCompressor, residual_loss
 from .images import list_images, load_image
+from .metrics import ms_ssim_tensor
 from .zoo import load_model, save_weights
 
 if TYPE_CHECKING:  # an optional dependency (the ``train`` extra)
@@ -62,6 +65,7 @@ class TrainConfig:
     minutes: float = 0.0  # stop after this wall time (0: no limit); the schedule follows it
     val_every: int = 250
     val_images: int = 48
+    val_crop: int = 192  # centre crops for validation (≥ 161 px: five-scale MS-SSIM)
     seed: int = 0
     resume: bool = True
     hard_patches: float = 0.0  # keep this fraction of the least compressible patches (0: off)
@@ -71,12 +75,28 @@ class TrainConfig:
     tensorboard: bool = False  # also log to <out>/tensorboard
     init: str = ""  # start from these weights (a model name or .safetensors) unless resuming
     bank: int = 0  # cut this many patches on the device once, then draw from them (0: per step)
+    binarize: str = "stochastic"  # the paper's random bits, or "sign" as at inference
 
     def __post_init__(self) -> None:
         if not 0 <= self.hard_patches <= 1:
             raise ValueError("hard_patches must be in [0, 1] (the fraction of patches kept)")
         if self.bank and self.hard_patches:
             raise ValueError("hard_patches needs patches drawn per step (bank=0)")
+        if self.binarize not in ("stochastic", "sign"):
+            raise ValueError("binarize must be 'stochastic' or 'sign'")
+
+
+def holdout_rank(path: Path, root: str | Path) -> str:
+    """Where a photo stands in line for validation: a hash of its path under the data folder,
+    with folders joined by "_" as a training pack names its copies, so that a pack holds out
+    the same photos as the folder it was made from."""
+    return hashlib.sha256("_".join(path.relative_to(root).parts).encode()).hexdigest()
+
+
+def split_photos(paths: list[Path], root: str | Path, n_val: int) -> tuple[list[Path], list[Path]]:
+    """(validation, training) photos: the ``n_val`` first by ``holdout_rank``, and the rest."""
+    ranked = sorted(paths, key=lambda p: holdout_rank(p, root))
+    return ranked[:n_val], ranked[n_val:]
 
 
 def load_pool(paths: list[Path], min_side: int = 128) -> list[Tensor]:
@@ -171,12 +191,16 @@ def center_crops(pool: list[Tensor], size: int) -> Tensor:
 
 
 @torch.no_grad()
-def validate(model: RNNCompressor, images: Tensor, iterations: int) -> list[float]:
-    """PSNR (dB) after each iteration on held-out crops, with inference (sign) binarization."""
+def validate(model: RNNCompressor, images: Tensor, iterations: int
+             ) -> tuple[list[float], list[float]]:
+    """PSNR (dB) and MS-SSIM after each iteration on held-out crops, each the mean over images,
+    with inference (sign) binarization."""
     model.eval()
-    recons = model(images, iterations)
+    recons = [r.float().clamp(-0.5, 0.5) for r in model(images, iterations)]
     model.train()
-    return [float(-10 * torch.log10(((r.clamp(-0.5, 0.5) - images) ** 2).mean())) for r in recons]
+    psnr = [float(-10 * torch.log10(((r - images) ** 2).mean())) for r in recons]
+    ssim = [float(ms_ssim_tensor(r + 0.5, images + 0.5, 1.0).mean()) for r in recons]
+    return psnr, ssim
 
 
 def to_cpu(state: object) -> object:
@@ -231,10 +255,21 @@ def train_step(net: nn.Module, batch: Tensor, cfg: TrainConfig) -> Tensor:
     The loss is taken outside autocast, on the fp32 reconstructions, so its mean stays exact.
     """
     with torch.autocast(batch.device.type, torch.bfloat16, enabled=cfg.amp):
-        recons = net(batch, cfg.iterations)
+        recons = net(batch, cfg.iterations, cfg.binarize == "stochastic")
     loss = residual_loss(batch, [r.float() for r in recons])
     loss.backward()
     return loss
+
+
+def open_log(path: Path, iterations: int) -> io.TextIOWrapper:
+    """log.csv for appending, with a header row when it is new: one row per validation."""
+    new = not path.exists() or path.stat().st_size == 0
+    log = path.open("a", newline="")
+    if new:
+        csv.writer(log).writerow(["step", "loss", "patches_per_s"]
+                                 + [f"psnr_it{i}" for i in range(1, iterations + 1)]
+                                 + [f"ms_ssim_it{i}" for i in range(1, iterations + 1)])
+    return log
 
 
 def tensorboard_writer(out: Path) -> SummaryWriter | None:
@@ -262,12 +297,13 @@ def train(cfg: TrainConfig) -> Path:
     paths = list_images(cfg.data)
     if len(paths) < 2:
         raise InputMissingError(f"no training images under {cfg.data}")
-    rng.shuffle(paths)
     n_val = min(cfg.val_images, len(paths) // 10 or 1)
-    val_pool, train_pool = load_pool(paths[:n_val]), load_pool(paths[n_val:])
+    val_paths, train_paths = split_photos(paths, cfg.data, n_val)
+    val_pool, train_pool = load_pool(val_paths), load_pool(train_paths)
     if not val_pool or not train_pool:
         raise InputMissingError(f"need photos of at least 128×128 pixels under {cfg.data}")
-    val = center_crops(val_pool, 128).to(dev)
+    side = min([cfg.val_crop] + [min(v.shape[1:]) // 16 * 16 for v in val_pool])  # small photos
+    val = center_crops(val_pool, side).to(dev)
     model = RNNCompressor(ModelConfig(cfg.cell, cfg.framework, cfg.width)).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     step, ckpt = 0, out / "checkpoint.pt"
@@ -288,7 +324,7 @@ def train(cfg: TrainConfig) -> Path:
         torch.manual_seed(rng.getrandbits(63))
     bank = patch_bank(train_pool, cfg.bank, cfg.patch, rng, dev) if cfg.bank else None
     net, main = wrap(model, world, cfg.compile), rank == 0
-    log = (out / "log.csv").open("a", newline="") if main else None
+    log = open_log(out / "log.csv", cfg.iterations) if main else None
     tb = tensorboard_writer(out) if cfg.tensorboard and main else None
     start, last_val, last_step = time.time(), time.time(), step
     # patches/s from the step rate; shown on a terminal only (None), so logs stay clean
@@ -318,21 +354,24 @@ def train(cfg: TrainConfig) -> Path:
         if step % 10 == 0 and not bar.disable:
             bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
         if main and (step % cfg.val_every == 0 or step == cfg.steps):
-            psnr = validate(model, val, cfg.iterations)
+            psnr, ssim = validate(model, val, cfg.iterations)
             rate = world * (step - last_step) * cfg.batch / max(time.time() - last_val, 1e-9)
             last_val, last_step = time.time(), step
-            row = [step, f"{loss.item():.5f}", f"{rate:.1f}"] + [f"{p:.2f}" for p in psnr]
+            row = ([step, f"{loss.item():.5f}", f"{rate:.1f}"] + [f"{p:.2f}" for p in psnr]
+                   + [f"{v:.4f}" for v in ssim])
             csv.writer(log).writerow(row)
             log.flush()
             shown = sorted({1, 4, 8, cfg.iterations} & set(range(1, len(psnr) + 1)))
             with bar.external_write_mode():  # the line above the bar, flushed for log files
-                print(f"step {step} loss {loss.item():.4f} {rate:.0f} patches/s val PSNR "
-                      + " ".join(f"it{i} {psnr[i - 1]:.2f}" for i in shown), flush=True)
+                print(f"step {step} loss {loss.item():.4f} {rate:.0f} patches/s val "
+                      + " ".join(f"it{i} {psnr[i - 1]:.2f} dB {ssim[i - 1]:.4f}" for i in shown),
+                      flush=True)
             if tb is not None:
                 tb.add_scalar("loss", loss.item(), step)
                 tb.add_scalar("patches_per_s", rate, step)
-                for i, p in enumerate(psnr, 1):
+                for i, (p, v) in enumerate(zip(psnr, ssim), 1):
                     tb.add_scalar(f"val_psnr/it{i:02d}", p, step)
+                    tb.add_scalar(f"val_ms_ssim/it{i:02d}", v, step)
                 tb.flush()
             save_checkpoint(ckpt, model, opt, step, cfg, rng)
     bar.close()
@@ -350,7 +389,7 @@ def train(cfg: TrainConfig) -> Path:
 
 
 def export(checkpoint: Path, out: Path, data: str, name: str, images: int = 32,
-           coder_images: int = 400, coder_steps: int = 3000, crop: int = 256) -> bytes:
+           coder_images: int = 400, coder_steps: int = 9000, crop: int = 256) -> bytes:
     """Write a checkpoint (or a run's model.safetensors) as shippable fp16 safetensors with both
     entropy coders' tables.
 
