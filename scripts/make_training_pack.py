@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 
 from rnncodec.images import list_images
-from rnncodec.train import split_photos
+from rnncodec.train import pack_name, split_photos
 
 
 def main() -> None:
@@ -39,8 +39,7 @@ def main() -> None:
         size = p.stat().st_size
         if used + size > budget:
             continue
-        rel = p.relative_to(args.data)
-        shutil.copyfile(p, args.out / "_".join(rel.parts))
+        shutil.copyfile(p, args.out / pack_name(p, args.data))
         used, n = used + size, n + 1
     print(f"{n} of {len(paths)} photos, {used / 2**20:.1f} MiB, in {args.out}")
 

@@ -86,11 +86,15 @@ class TrainConfig:
             raise ValueError("binarize must be 'stochastic' or 'sign'")
 
 
+def pack_name(path: Path, root: str | Path) -> str:
+    """A photo's name in a training pack: its path under the data folder, folders joined by "_"."""
+    return "_".join(path.relative_to(root).parts)
+
+
 def holdout_rank(path: Path, root: str | Path) -> str:
-    """Where a photo stands in line for validation: a hash of its path under the data folder,
-    with folders joined by "_" as a training pack names its copies, so that a pack holds out
-    the same photos as the folder it was made from."""
-    return hashlib.sha256("_".join(path.relative_to(root).parts).encode()).hexdigest()
+    """Where a photo stands in line for validation: a hash of its ``pack_name``, so that a pack
+    holds out the same photos as the folder it was made from."""
+    return hashlib.sha256(pack_name(path, root).encode()).hexdigest()
 
 
 def split_photos(paths: list[Path], root: str | Path, n_val: int) -> tuple[list[Path], list[Path]]:
@@ -302,7 +306,7 @@ def train(cfg: TrainConfig) -> Path:
     val_pool, train_pool = load_pool(val_paths), load_pool(train_paths)
     if not val_pool or not train_pool:
         raise InputMissingError(f"need photos of at least 128×128 pixels under {cfg.data}")
-    side = min([cfg.val_crop] + [min(v.shape[1:]) // 16 * 16 for v in val_pool])  # small photos
+    side = min([cfg.val_crop] + [min(v.shape[1:]) for v in val_pool]) // 16 * 16  # small photos
     val = center_crops(val_pool, side).to(dev)
     model = RNNCompressor(ModelConfig(cfg.cell, cfg.framework, cfg.width)).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
