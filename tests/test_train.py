@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import csv
+import faulthandler
 import io
+import itertools
 import os
 import random
-import socket
 import sys
 import time
 from dataclasses import replace
@@ -407,16 +408,27 @@ def test_tensorboard_missing_falls_back_to_csv(tmp_path: Path, monkeypatch: pyte
     assert "tensorboard is not installed" in capsys.readouterr().out
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+_DDP_GUARD_S = 120  # seconds before the DDP test gives up on its workers
 
 
-def _ddp_worker(rank: int, ports: tuple[int, int, int], photos: str, tmp: str) -> None:
+def _rendezvous_in_files(tmp: Path, rank: int) -> None:
+    """Make each process group of this rank meet through a new file in ``tmp`` (file://), not a
+    TCP port: a free port chosen in advance can be taken before rank 0 binds it."""
+    init, groups = torch.distributed.init_process_group, itertools.count()
+
+    def through_file(backend: str) -> None:
+        init(backend, init_method=f"file://{tmp}/rendezvous{next(groups)}", rank=rank,
+             world_size=2)
+
+    torch.distributed.init_process_group = through_file
+
+
+def _ddp_worker(rank: int, photos: str, tmp: str) -> None:
     """One of two CPU ranks: one DDP step on its own batch, then the loop, then a resume."""
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2",
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(ports[0]))
+    # where this rank is, should it hang: the test shows these stacks when it gives up
+    faulthandler.dump_traceback_later(_DDP_GUARD_S - 20, file=open(Path(tmp) / f"stack{rank}", "w"))
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2")
+    _rendezvous_in_files(Path(tmp), rank)
     torch.set_num_threads(1)
     cfg = _config(Path(photos), Path(tmp) / "run", device="cpu", minutes=60.0)  # shared clock
     assert setup_distributed(cfg.device) == (rank, 2, torch.device("cpu"))
@@ -425,9 +437,7 @@ def _ddp_worker(rank: int, ports: tuple[int, int, int], photos: str, tmp: str) -
     torch.save({"loss": loss.item(), "grads": {n: p.grad for n, p in net.named_parameters()}},
                Path(tmp) / f"grads{rank}.pt")
     torch.distributed.destroy_process_group()
-    os.environ["MASTER_PORT"] = str(ports[1])
     train(cfg)
-    os.environ["MASTER_PORT"] = str(ports[2])
     train(replace(cfg, steps=3))  # every rank resumes at step 2 (or they would not meet)
 
 
@@ -445,14 +455,14 @@ def test_ddp_on_two_cpu_ranks_averages_gradients(photos: Path, tmp_path: Path,
 
     # With OMP_WAIT_POLICY=PASSIVE the gloo ranks were seen to hang at exit on this machine.
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-    ports = (_free_port(), _free_port(), _free_port())
-    ctx = mp.spawn(_ddp_worker, args=(ports, str(photos), str(tmp_path)), nprocs=2, join=False)
-    deadline = time.monotonic() + 120
+    ctx = mp.spawn(_ddp_worker, args=(str(photos), str(tmp_path)), nprocs=2, join=False)
+    deadline = time.monotonic() + _DDP_GUARD_S
     while not ctx.join(timeout=2):
         if time.monotonic() > deadline:
             for proc in ctx.processes:
                 proc.kill()
-            pytest.fail("the DDP workers hung")
+            stacks = "\n".join((tmp_path / f"stack{r}").read_text() for r in range(2))
+            pytest.fail(f"the DDP workers hung; their stacks:\n{stacks}")
     ranks = [torch.load(tmp_path / f"grads{r}.pt", weights_only=True) for r in range(2)]
     assert ranks[0]["loss"] != ranks[1]["loss"]  # different batches...
     local = []
