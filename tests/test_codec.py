@@ -16,7 +16,7 @@ from rnncodec import codec, zoo
 from rnncodec.codec import DEFAULT_ITERATIONS, Target
 
 # the coders a model without learned tables can use (the tiny test models have none)
-CODERS = ("raw", "context")
+CODERS = ("raw", "context", "best")
 from rnncodec.errors import FormatError, ImageError, InputMissingError, ModelError
 from rnncodec.format import MAX_ITERATIONS, parse
 from rnncodec.metrics import ms_ssim, psnr
@@ -36,6 +36,7 @@ def test_odd_sizes_round_trip(h: int, w: int, tiny_model: str) -> None:
     raw = codec.compress(a, iterations=2, model=tiny_model, coder="raw")
     assert len(raw) == parse(raw).header_size + 2 * _chunk_bytes(h, w)
     decoded = np.asarray(codec.decompress(raw, model=tiny_model))
+    sizes = {}
     for coder in CODERS:
         data = raw if coder == "raw" else codec.compress(a, iterations=2, model=tiny_model,
                                                           coder=coder)
@@ -46,6 +47,9 @@ def test_odd_sizes_round_trip(h: int, w: int, tiny_model: str) -> None:
         assert (i.header.width, i.header.height) == (w, h)
         assert i.iterations == 2 and i.bytes == len(data)
         assert i.as_dict()["coder"] == coder
+        sizes[coder] = len(data)
+    # best: one byte per iteration over the smaller single coder, at most
+    assert sizes["best"] <= min(sizes["raw"], sizes["context"]) + 2
 
 
 def test_public_api_is_exported() -> None:
@@ -393,7 +397,7 @@ def test_info(rnnc: bytes, rgb: np.ndarray, tiny_model: str) -> None:
     i = codec.info(rnnc)
     d = i.as_dict()
     assert d["width"] == rgb.shape[1] and d["height"] == rgb.shape[0]
-    assert d["mode"] == "RGB" and d["model"] == "tiny" and d["coder"] == "context"
+    assert d["mode"] == "RGB" and d["model"] == "tiny" and d["coder"] == "best"
     assert d["weights"] == zoo.load_model(tiny_model).digest.hex()
     assert d["iterations"] == 6 and d["bytes"] == len(rnnc)
     assert d["bpp"] == pytest.approx(len(rnnc) * 8 / (rgb.shape[0] * rgb.shape[1]))

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from rnncodec.entropy import AUTO, CODER_NAMES, coder_name, make_coder, resolve
+from rnncodec.entropy.best import BestCoder
 from rnncodec.entropy.context import ContextCoder, diagonals, fit_prior
 from rnncodec.entropy.neural import (
     STEPS,
@@ -158,12 +159,36 @@ def test_garbage_payloads_are_format_errors(payload, neural_tables) -> None:
 
 def test_coder_registry_and_auto_choice(neural_tables) -> None:
     assert {coder_name(i) for i in CODER_NAMES.values()} == set(CODER_NAMES)
-    assert resolve(AUTO, {}) == "context"
-    assert resolve(AUTO, neural_tables) == "neural"
-    assert resolve("raw", neural_tables) == "raw"
+    assert resolve(AUTO) == "best"
+    assert resolve("raw") == "raw"
     with pytest.raises(FormatError):
         coder_name(99)
     with pytest.raises(ModelError):
         make_coder("neural", {})
     with pytest.raises(ValueError):
         make_coder("zip", {})
+
+
+def test_best_coder_keeps_the_shortest_payload_of_each_iteration(neural_tables) -> None:
+    best = make_coder("best", neural_tables)
+    singles = [make_coder(n, neural_tables) for n in ("raw", "context", "neural")]
+    codes = structured_codes(4)
+    for t, c in enumerate(codes):
+        payload = best.encode(c, codes[:t])
+        lengths = {s.coder_id: len(s.encode(c, codes[:t])) for s in singles}
+        assert len(payload) == 1 + min(lengths.values())
+        assert lengths[payload[0]] == min(lengths.values())
+        assert np.array_equal(best.decode(payload, c.shape, codes[:t]), c)
+    noise = np.random.default_rng(3).integers(0, 2, SHAPE, dtype=np.uint8)
+    assert best.encode(noise, [])[0] == 0  # nothing beats the raw bits of random codes
+
+
+def test_best_coder_offers_neural_only_when_the_model_ships_it(neural_tables) -> None:
+    codes = structured_codes(1)[0]
+    neural = bytes([NeuralCoder.coder_id]) + NeuralCoder(neural_tables).encode(codes, [])
+    assert np.array_equal(make_coder("best", neural_tables).decode(neural, SHAPE, []), codes)
+    assert set(make_coder("best", {}).coders) == {0, 1}
+    with pytest.raises(FormatError, match="cannot decode"):
+        make_coder("best", {}).decode(neural, SHAPE, [])
+    with pytest.raises(FormatError, match="coder byte is missing"):
+        BestCoder([]).decode(b"", SHAPE, [])

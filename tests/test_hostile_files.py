@@ -386,7 +386,7 @@ def test_every_single_bit_flip_is_caught_by_a_crc(name: str, hostile_seeds: Seed
         check_message(e.value)
 
 
-@pytest.mark.parametrize("coder", [c for c in sorted(CODER_NAMES) if c != "raw"])
+@pytest.mark.parametrize("coder", [c for c in sorted(CODER_NAMES) if c not in ("raw", "best")])
 def test_every_payload_bit_flip_under_a_valid_crc(coder: str, hostile_seeds: Seeds) -> None:
     """Past the chunk CRC, an entropy-coded payload with any one bit flipped is refused by the
     coder's desync check, or (a bit the range coder never reads) decodes to the same image."""
@@ -405,6 +405,19 @@ def test_every_payload_bit_flip_under_a_valid_crc(coder: str, hostile_seeds: See
                 assert np.array_equal(np.asarray(image), good)
                 same += 1
     assert same < sum(len(p) for p in chunks) * 8 // (4 * stride), same
+
+
+def test_every_flip_of_a_coder_byte_under_a_valid_crc_is_refused(hostile_seeds: Seeds) -> None:
+    """The best coder's first byte names the coder of the rest; any other name is an error (its
+    rest is checked as that coder's payload, so it is tested above)."""
+    data = hostile_seeds.files["best"]
+    chunks = _chunks(data)
+    for i, payload in enumerate(chunks):
+        for bit in range(8):
+            hostile = with_chunks(data, chunks[:i] + [flip_bit(payload, bit)] + chunks[i + 1:])
+            with pytest.raises(FormatError) as e:
+                codec.decompress(hostile, model=hostile_seeds.model)
+            check_message(e.value)
 
 
 # --- outputs the decoder cannot write -------------------------------------------------------

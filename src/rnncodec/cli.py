@@ -152,8 +152,8 @@ def main() -> None:
 @click.option("--coder", type=click.Choice([AUTO, *CODER_NAMES]), default=AUTO,
               show_default=True,
               help="Entropy coder for the binary codes: neural (learned context model), "
-                   "context (adaptive context counts), raw (none); auto picks the best the "
-                   "model ships.")
+                   "context (adaptive context counts), raw (none), best (the smallest of "
+                   "those per iteration); auto is best.")
 @click.option("--tile", type=click.IntRange(min=0),
               help=f"Run the networks on tiles of at most N×N pixels (a multiple of 16, at "
                    f"least {MIN_TILE}), so memory grows with a tile, not the image; 0: never. "

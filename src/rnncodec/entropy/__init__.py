@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import FormatError, ModelError
+from .best import BestCoder
 from .context import ContextCoder
 from .neural import PREFIX as NEURAL_PREFIX
 from .neural import NeuralCoder
@@ -32,26 +33,31 @@ class BitCoder(Protocol):
 
 
 PRIOR_KEY = "entropy.context.prior"
-CODER_NAMES = {c.name: c.coder_id for c in (RawCoder, ContextCoder, NeuralCoder)}
-AUTO = "auto"  # the neural coder when the model ships one, else the context coder
+CODER_NAMES = {c.name: c.coder_id for c in (RawCoder, ContextCoder, NeuralCoder, BestCoder)}
+AUTO = "auto"  # what files get unless asked otherwise: the best coder per iteration
+SINGLE = (RawCoder.name, ContextCoder.name, NeuralCoder.name)
 
 
-def resolve(name: str, tables: Mapping[str, torch.Tensor]) -> str:
-    if name != AUTO:
-        return name
-    return NeuralCoder.name if any(k.startswith(NEURAL_PREFIX) for k in tables) \
-        else ContextCoder.name
+def resolve(name: str) -> str:
+    return BestCoder.name if name == AUTO else name
+
+
+def ships_neural(tables: Mapping[str, torch.Tensor]) -> bool:
+    return any(k.startswith(NEURAL_PREFIX) for k in tables)
 
 
 def make_coder(name: str, tables: Mapping[str, torch.Tensor]) -> BitCoder:
     """The coder called ``name``, set up with the model's learned tables (if it has any)."""
+    if name == BestCoder.name:  # all single coders this model can run
+        return BestCoder([make_coder(n, tables) for n in SINGLE
+                          if n != NeuralCoder.name or ships_neural(tables)])
     if name == RawCoder.name:
         return RawCoder()
     if name == ContextCoder.name:
         prior = tables.get(PRIOR_KEY)
         return ContextCoder(None if prior is None else prior.numpy().astype(np.int64))
     if name == NeuralCoder.name:
-        if not any(k.startswith(NEURAL_PREFIX) for k in tables):
+        if not ships_neural(tables):
             raise ModelError("this model ships no neural entropy coder; use --coder context")
         return NeuralCoder(tables)
     raise ValueError(f"unknown entropy coder {name!r}; choose one of {', '.join(CODER_NAMES)}")

@@ -1,0 +1,43 @@
+"""Coder 3: each iteration with whichever coder makes it smallest, named in its first byte.
+
+No one coder wins everywhere: on Kodak the neural coder saves most at the first two iterations,
+where the codes have the most structure, and the adaptive context coder at iterations 3 to 7,
+where its per-image counts pay off (benchmarks/entropy_coders.json). The encoder tries every
+coder it has on an iteration's codes and keeps the shortest payload, so a file is never larger
+than with any single one of them, for one byte per iteration. The decoder needs no choice of its
+own: the byte says which coder reads the rest.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..errors import FormatError
+
+if TYPE_CHECKING:
+    from . import BitCoder
+
+
+class BestCoder:
+    coder_id = 3
+    name = "best"
+
+    def __init__(self, coders: list[BitCoder]) -> None:
+        """``coders``: BitCoders with distinct ids below 256 (raw, context, neural if shipped)."""
+        self.coders = {c.coder_id: c for c in coders}
+
+    def encode(self, codes: np.ndarray, previous: list[np.ndarray]) -> bytes:
+        payloads = [bytes([i]) + c.encode(codes, previous) for i, c in self.coders.items()]
+        return min(payloads, key=len)  # ties go to the first: the cheaper coder to decode
+
+    def decode(self, payload: bytes, shape: tuple[int, int, int],
+               previous: list[np.ndarray]) -> np.ndarray:
+        if not payload:
+            raise FormatError("empty chunk: the coder byte is missing")
+        coder = self.coders.get(payload[0])
+        if coder is None:
+            raise FormatError(f"chunk names entropy coder #{payload[0]}, which this model or "
+                              "version cannot decode")
+        return coder.decode(payload[1:], shape, previous)
