@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -79,6 +80,10 @@ def test_compress_info_truncate_decompress(png: Path, rgb: np.ndarray, tiny_mode
     assert len(lines["bpp"].split()) == 4
     d = json.loads(ok("info", out, "--json").stdout)
     assert d == json.loads(json.dumps(codec.info(data).as_dict()))
+    runs = lines["coder"].removeprefix("best (").removesuffix(")").split(", ")
+    assert sum(int(r.split("×")[1]) for r in runs) == 4  # runs of the coders, in order
+    assert [r.split("×")[0] for r in runs] == [n for n, _ in
+                                                itertools.groupby(d["coder_per_iteration"])]
 
     short = tmp_path / "short.rnnc"
     ok("truncate", out, "-n", 2, "-o", short)

@@ -47,6 +47,8 @@ def test_odd_sizes_round_trip(h: int, w: int, tiny_model: str) -> None:
         assert (i.header.width, i.header.height) == (w, h)
         assert i.iterations == 2 and i.bytes == len(data)
         assert i.as_dict()["coder"] == coder
+        assert len(i.coders) == 2 and (i.coders == [coder] * 2 or coder == "best")
+        assert set(i.coders) <= {"raw", "context"}  # a model without a neural coder
         sizes[coder] = len(data)
     # best: one byte per iteration over the smaller single coder, at most
     assert sizes["best"] <= min(sizes["raw"], sizes["context"]) + 2

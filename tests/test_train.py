@@ -424,18 +424,23 @@ def _rendezvous_in_files(tmp: Path, rank: int) -> None:
 
 
 def _ddp_worker(rank: int, photos: str, tmp: str) -> None:
-    """One of two CPU ranks: one DDP step on its own batch, then the loop, then a resume."""
-    # where this rank is, should it hang: the test shows these stacks when it gives up
-    faulthandler.dump_traceback_later(_DDP_GUARD_S - 20, file=open(Path(tmp) / f"stack{rank}", "w"))
+    """One of two CPU ranks; should it hang, the test shows where (these stacks)."""
+    with open(Path(tmp) / f"stack{rank}", "w") as stacks:
+        faulthandler.dump_traceback_later(_DDP_GUARD_S - 20, file=stacks)
+        _ddp_rank(rank, Path(photos), Path(tmp))
+
+
+def _ddp_rank(rank: int, photos: Path, tmp: Path) -> None:
+    """One DDP step on this rank's own batch, then the loop, then a resume."""
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2")
-    _rendezvous_in_files(Path(tmp), rank)
+    _rendezvous_in_files(tmp, rank)
     torch.set_num_threads(1)
-    cfg = _config(Path(photos), Path(tmp) / "run", device="cpu", minutes=60.0)  # shared clock
+    cfg = _config(photos, tmp / "run", device="cpu", minutes=60.0)  # shared clock
     assert setup_distributed(cfg.device) == (rank, 2, torch.device("cpu"))
     net, batch = _seeded_step_inputs(rank)
     loss = train_step(wrap(net, 2, compiled=False), batch, cfg)
     torch.save({"loss": loss.item(), "grads": {n: p.grad for n, p in net.named_parameters()}},
-               Path(tmp) / f"grads{rank}.pt")
+               tmp / f"grads{rank}.pt")
     torch.distributed.destroy_process_group()
     train(cfg)
     train(replace(cfg, steps=3))  # every rank resumes at step 2 (or they would not meet)

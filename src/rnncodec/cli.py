@@ -8,6 +8,7 @@ Every failure prints one line on stderr; no traceback.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -253,6 +254,9 @@ def info(input: Path, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(d, indent=2))
         return
+    runs = [f"{name}×{len(list(group))}"
+            for name, group in itertools.groupby(d["coder_per_iteration"])]
+    d["coder"] += f" ({', '.join(runs)})" if d["coder"] == "best" else ""
     for key in ("width", "height", "mode", "model", "weights", "coder", "tile", "iterations",
                 "bytes"):
         click.echo(f"{key:<11}{d[key]}")

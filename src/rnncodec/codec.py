@@ -20,7 +20,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .entropy import AUTO, CODER_NAMES, BitCoder, coder_name, make_coder, resolve
+from .entropy import (
+    AUTO,
+    CODER_NAMES,
+    BitCoder,
+    chunk_coders,
+    coder_name,
+    make_coder,
+    resolve,
+)
 from .errors import FormatError, InputMissingError, ModelError
 from .format import MAX_ITERATIONS, Container, Header, assemble, pack_chunk, parse
 from .images import MAX_PIXELS, ImageSource, load_image, to_array, to_image, to_tensor
@@ -421,6 +429,7 @@ class Info:
     iterations: int
     bytes: int
     bpp_per_iteration: list[float]  # bits per pixel of the file cut after each iteration
+    coders: list[str]  # the entropy coder of each iteration (they differ under "best")
 
     def as_dict(self) -> dict[str, object]:
         h = self.header
@@ -429,7 +438,8 @@ class Info:
                 "tile": h.tile,
                 "iterations": self.iterations, "bytes": self.bytes,
                 "bpp": self.bpp_per_iteration[-1] if self.bpp_per_iteration else 0.0,
-                "bpp_per_iteration": self.bpp_per_iteration}
+                "bpp_per_iteration": self.bpp_per_iteration,
+                "coder_per_iteration": self.coders}
 
 
 def info(data: bytes | str | Path) -> Info:
@@ -438,4 +448,4 @@ def info(data: bytes | str | Path) -> Info:
     c: Container = parse(raw)
     pixels = c.header.width * c.header.height
     bpp = [c.size_after(i + 1) * 8 / pixels for i in range(len(c.chunks))]
-    return Info(c.header, len(c.chunks), len(raw), bpp)
+    return Info(c.header, len(c.chunks), len(raw), bpp, chunk_coders(c.header.coder, c.chunks))

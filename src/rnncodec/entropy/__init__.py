@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import FormatError, ModelError
-from .best import BestCoder
+from .best import BestCoder, chunk_coder
 from .context import ContextCoder
 from .neural import PREFIX as NEURAL_PREFIX
 from .neural import NeuralCoder
@@ -68,3 +68,10 @@ def coder_name(coder_id: int) -> str:
         if i == coder_id:
             return name
     raise FormatError(f"file uses entropy coder #{coder_id}, which this version does not know")
+
+
+def chunk_coders(coder_id: int, chunks: list[bytes]) -> list[str]:
+    """The coder of each chunk: the file's, or for the best coder the one each chunk names."""
+    if coder_id != BestCoder.coder_id:
+        return [coder_name(coder_id)] * len(chunks)
+    return [coder_name(chunk_coder(c)) for c in chunks]

@@ -20,6 +20,13 @@ if TYPE_CHECKING:
     from . import BitCoder
 
 
+def chunk_coder(payload: bytes) -> int:
+    """The id of the coder that wrote a best-coder chunk: its first byte."""
+    if not payload:
+        raise FormatError("empty chunk: the coder byte is missing")
+    return payload[0]
+
+
 class BestCoder:
     coder_id = 3
     name = "best"
@@ -34,10 +41,9 @@ class BestCoder:
 
     def decode(self, payload: bytes, shape: tuple[int, int, int],
                previous: list[np.ndarray]) -> np.ndarray:
-        if not payload:
-            raise FormatError("empty chunk: the coder byte is missing")
-        coder = self.coders.get(payload[0])
+        coder_id = chunk_coder(payload)
+        coder = self.coders.get(coder_id)
         if coder is None:
-            raise FormatError(f"chunk names entropy coder #{payload[0]}, which this model or "
+            raise FormatError(f"chunk names entropy coder #{coder_id}, which this model or "
                               "version cannot decode")
         return coder.decode(payload[1:], shape, previous)
