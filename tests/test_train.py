@@ -304,7 +304,7 @@ def test_cli_train_without_images(tmp_path: Path) -> None:
 
 
 def test_export_ships_fp16_weights_with_both_entropy_tables(photos: Path, tmp_path: Path) -> None:
-    from rnncodec.entropy import PRIOR_KEY
+    from rnncodec.entropy import PRIOR_KEY, make_coder
     from rnncodec.train import export
 
     out = tmp_path / "run"
@@ -321,7 +321,8 @@ def test_export_ships_fp16_weights_with_both_entropy_tables(photos: Path, tmp_pa
         assert codec.info(data).as_dict()["coder"] == coder
         assert codec.decompress(data, model=str(shipped)).size == (56, 40)
     assert codec.info(codec.compress(a, iterations=1, model=str(shipped))).as_dict()[
-        "coder"] == "neural"  # auto picks the learned coder when the model ships it
+        "coder"] == "best"  # the default, which may pick the learned coder the model ships
+    assert set(make_coder("best", loaded.tables).coders) == {0, 1, 2}
     with pytest.raises(InputMissingError):
         export(out / "checkpoint.pt", tmp_path / "x.safetensors", str(photos), "x",
                images=1, coder_images=1, coder_steps=1, crop=4096)
