@@ -408,8 +408,8 @@ def test_every_payload_bit_flip_under_a_valid_crc(coder: str, hostile_seeds: See
 
 
 def test_every_flip_of_a_coder_byte_under_a_valid_crc_is_refused(hostile_seeds: Seeds) -> None:
-    """The best coder's first byte names the coder of the rest; any other name is an error (its
-    rest is checked as that coder's payload, so it is tested above)."""
+    """The best coder's first byte names the coder of the rest; naming another is an error. (The
+    rest is a single coder's payload: flips there behave as tested above for that coder.)"""
     data = hostile_seeds.files["best"]
     chunks = _chunks(data)
     for i, payload in enumerate(chunks):
