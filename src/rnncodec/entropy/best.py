@@ -1,7 +1,7 @@
 """Coder 3: each iteration with whichever coder makes it smallest, named in its first byte.
 
 No one coder wins everywhere: on Kodak, with the shipped weights, the neural coder saves most
-at iterations 1–2 and 13–16 and the adaptive context coder, whose per-image counts pay off, at
+at iterations 1–2 and 12–16 and the adaptive context coder, whose per-image counts pay off, at
 iterations 3–11 (benchmarks/entropy_coders.json). The encoder tries every
 coder it has on an iteration's codes and keeps the shortest payload, so a file is never larger
 than with any single one of them, for one byte per iteration. The decoder needs no choice of its
