@@ -442,7 +442,6 @@ def _ddp_rank(rank: int, photos: Path, tmp: Path) -> None:
     loss = train_step(wrap(net, 2, compiled=False), batch, cfg)
     torch.save({"loss": loss.item(), "grads": {n: p.grad for n, p in net.named_parameters()}},
                tmp / f"grads{rank}.pt")
-    del loss  # its graph holds the DDP wrapper, which holds the group: free it before destroy
     torch.distributed.destroy_process_group()
     train(cfg)
     train(replace(cfg, steps=3))  # every rank resumes at step 2 (or they would not meet)

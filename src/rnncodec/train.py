@@ -387,9 +387,9 @@ def train(cfg: TrainConfig) -> Path:
             tb.close()
         save_weights(model.cpu(), weights)
     if world > 1:  # no rank returns before rank 0's files exist: a resume must find them
-        # The DDP wrapper (and the last loss's graph) hold the process group: free them first,
-        # so that the group is torn down here, by destroy, and not later when this frame ends.
-        net = loss = None
+        # The DDP wrapper holds the process group: free it first, so that the group is torn
+        # down here, by destroy, and not later when this frame ends.
+        del net
         dist.barrier()
         dist.destroy_process_group()
     return weights
