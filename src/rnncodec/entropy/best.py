@@ -1,8 +1,9 @@
 """Coder 3: each iteration with whichever coder makes it smallest, named in its first byte.
 
 No one coder wins everywhere: on Kodak, with the shipped weights, the neural coder saves most
-at iterations 1–2 and 14–16 and the adaptive context coder, whose per-image counts pay off, at
-iterations 3–13 (benchmarks/entropy_coders.json), and `best` beats both over all iterations
+at the first two and most of the last iterations and the adaptive context coder, whose
+per-image counts pay off, at most of the middle ones (per iteration:
+benchmarks/entropy_coders.json), and `best` beats both over all iterations
 (5.5% of the raw bits saved, against 5.1% and 5.0%). The encoder tries every coder it has on
 an iteration's codes and keeps the shortest payload, so a file is never larger than with any
 single one of them, for one byte per iteration. The decoder needs no choice of its own: the
