@@ -281,6 +281,10 @@ def test_cli_train_with_overrides(photos: Path, tmp_path: Path) -> None:
     (["hard_patches=2"], 2, "hard_patches must be in [0, 1]"),
     (["hard_patches=0.5", "bank=1000"], 2, "hard_patches needs patches drawn per step"),
     (["binarize=round"], 2, "binarize must be 'stochastic' or 'sign'"),
+    (["patch=40"], 2, "patch must be a multiple of 16"),
+    (["patch=0"], 2, "patch must be a multiple of 16"),
+    (["val_every=0"], 2, "val_every must be at least 1"),
+    (["batch=0"], 2, "batch, iterations and val_every must be at least 1"),
 ])
 def test_cli_train_bad_settings(sets: list[str], code: int, match: str, photos: Path,
                                 tmp_path: Path) -> None:

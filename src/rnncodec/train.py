@@ -7,9 +7,10 @@ At scale (all off by default): ``hard_patches`` mines hard-to-compress patches a
 does, ``amp`` runs the forward in bf16, ``compile`` uses ``torch.compile``, ``tensorboard``
 logs beside log.csv (``pip install rnncodec[train]``), ``bank`` cuts patches on the GPU once
 instead of on the CPU per step; ``binarize=sign`` trains on the bits that coding uses instead
-of the paper's random ones (a fine-tune that helped the shipped model). Several GPUs train
-data-parallel (DDP) under torchrun; each rank draws ``batch`` patches, so the effective batch
-is ``batch`` × ranks::
+of the paper's random ones, and a ``patch`` of 64 or 128 px instead of the paper's 32 shows the
+networks the context they have in whole images (two fine-tunes that helped the shipped model).
+Several GPUs train data-parallel (DDP) under torchrun; each rank draws ``batch`` patches, so the
+effective batch is ``batch`` × ranks::
 
     torchrun --nproc-per-node 8 --no-python rnncodec train --set batch=32 --set amp=true
 """
@@ -78,6 +79,10 @@ class TrainConfig:
     binarize: str = "stochastic"  # the paper's random bits, or "sign" as at inference
 
     def __post_init__(self) -> None:
+        if self.patch < 16 or self.patch % 16:
+            raise ValueError("patch must be a multiple of 16 (the networks code 16×16 blocks)")
+        if min(self.batch, self.iterations, self.val_every) < 1:
+            raise ValueError("batch, iterations and val_every must be at least 1")
         if not 0 <= self.hard_patches <= 1:
             raise ValueError("hard_patches must be in [0, 1] (the fraction of patches kept)")
         if self.bank and self.hard_patches:

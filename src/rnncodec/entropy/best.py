@@ -1,11 +1,11 @@
 """Coder 3: each iteration with whichever coder makes it smallest, named in its first byte.
 
-No one coder wins everywhere: on Kodak, with the shipped weights, the neural coder saves most
+No one coder wins everywhere: on Kodak, with the stage-6 weights, the neural coder saved most
 at the first two and most of the last iterations and the adaptive context coder, whose
 per-image counts pay off, at most of the middle ones (per iteration:
-benchmarks/entropy_coders.json), and `best` beats both over all iterations
-(5.5% of the raw bits saved, against 5.1% and 5.0%). The encoder tries every coder it has on
-an iteration's codes and keeps the shortest payload, so a file is never larger than with any
+benchmarks/entropy_coders.json), and `best` beat both over all iterations (5.5% of the raw
+bits saved, against 5.1% and 5.0%). The encoder tries every coder it has on an iteration's
+codes and keeps the shortest payload, so a file is never larger than with any
 single one of them, for one byte per iteration. The decoder needs no choice of its own: the
 byte says which coder reads the rest.
 """
