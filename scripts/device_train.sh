@@ -19,6 +19,7 @@
 # 64 or 128 px in place of the paper's 32 raised it again in stage 7 (the networks learn the
 # context they see in whole images); the bank holds BANK × 3 × PATCH² bytes on the GPU, so
 # scale BANK down with it (3,000,000 at 32 px is 9.2 GB; 200,000 at 128 px is 9.8 GB).
+# MS_SSIM adds that weight × (1 − MS-SSIM) to the L1 loss (1 in stage 8; PATCH ≥ 48 px).
 set -u
 export PYTHONUNBUFFERED=1
 OUT=${OUT:?set OUT to a folder for the results}
@@ -31,7 +32,7 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 
 common=(--data .pack --set width=${WIDTH:-0.5} --set patch=${PATCH:-32} --set batch=${BATCH:-512}
         --set bank=${BANK:-3000000} --set warmup=${WARMUP:-200} --set steps=1000000
-        --set val_every=${VAL_EVERY:-200} --set amp=${AMP:-false})
+        --set val_every=${VAL_EVERY:-200} --set amp=${AMP:-false} --set ms_ssim=${MS_SSIM:-0})
 rnncodec train --out /tmp/run "${common[@]}" --set lr=${LR:-5e-4} \
     --set minutes=${MINUTES:-6} --set init=${INIT:-} 2>&1 | tee "$OUT/train.log"
 last=/tmp/run/model.safetensors

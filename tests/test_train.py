@@ -31,6 +31,7 @@ from rnncodec.train import (
     draw_batch,
     list_images,
     load_pool,
+    ms_ssim_loss,
     patch_bank,
     png_size,
     random_patch,
@@ -153,6 +154,61 @@ def test_train_step_binarizes_as_configured(binarize: str) -> None:
         torch.manual_seed(seed)
         losses.append(train_step(net, batch, cfg).item())
     assert (losses[0] == losses[1]) == (binarize == "sign")
+
+
+@pytest.mark.parametrize("side", [48, 128])
+def test_ms_ssim_loss_fits_small_patches_and_ranks_reconstructions(side: int) -> None:
+    torch.manual_seed(0)
+    image = torch.rand(2, 3, side, side) - 0.5
+    near, far = image + 0.02 * torch.randn_like(image), image + 0.2 * torch.randn_like(image)
+    assert ms_ssim_loss(image, [image]).item() == pytest.approx(0, abs=1e-5)
+    assert 0 < ms_ssim_loss(image, [near]) < ms_ssim_loss(image, [far]) <= 1
+    both = ms_ssim_loss(image, [near, far])  # the mean over iterations
+    assert both.item() == pytest.approx(
+        (ms_ssim_loss(image, [near]) + ms_ssim_loss(image, [far])).item() / 2, rel=1e-5)
+
+
+def test_ms_ssim_loss_is_the_evaluation_metric_on_large_patches() -> None:
+    from rnncodec.metrics import ms_ssim_tensor
+
+    torch.manual_seed(0)
+    image = torch.rand(2, 3, 176, 176) - 0.5
+    recon = image + 0.05 * torch.randn_like(image)
+    expected = 1 - ms_ssim_tensor(recon + 0.5, image + 0.5, 1.0).mean()
+    assert ms_ssim_loss(image, [recon]).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_train_step_adds_the_weighted_ms_ssim_term() -> None:
+    from conftest import build_tiny
+
+    net = build_tiny().train()
+    batch = torch.rand(2, 3, 48, 48) - 0.5
+    base = TrainConfig(iterations=2, binarize="sign", patch=48)
+    l1 = train_step(net, batch, base).item()
+    mixed = train_step(net, batch, replace(base, ms_ssim=2.0)).item()
+    with torch.no_grad():
+        term = ms_ssim_loss(batch, [r.float() for r in net(batch, 2, False)]).item()
+    assert mixed == pytest.approx(l1 + 2.0 * term, rel=1e-5)
+
+
+def test_non_finite_gradients_skip_the_step(photos: Path, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    import rnncodec.train as tr
+
+    def poisoned(net: torch.nn.Module, batch: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+        loss = train_step(net, batch, cfg)
+        for p in net.parameters():
+            p.grad.fill_(float("nan"))
+        return loss
+
+    monkeypatch.setattr(tr, "train_step", poisoned)
+    train(_config(photos, tmp_path / "nan", val_every=1))
+    assert "2 steps skipped: non-finite gradients" in capsys.readouterr().out
+    train(_config(photos, tmp_path / "init", steps=0))
+    after, init = (zoo.load_model(str(tmp_path / d / "model.safetensors")).net.state_dict()
+                   for d in ("nan", "init"))
+    assert all(torch.equal(after[k], init[k]) for k in init)
 
 
 def test_training_from_a_bank(photos: Path, tmp_path: Path) -> None:
@@ -285,6 +341,8 @@ def test_cli_train_with_overrides(photos: Path, tmp_path: Path) -> None:
     (["patch=0"], 2, "patch must be a multiple of 16"),
     (["val_every=0"], 2, "val_every must be at least 1"),
     (["batch=0"], 2, "batch, iterations and val_every must be at least 1"),
+    (["ms_ssim=-1"], 2, "ms_ssim must be ≥ 0"),
+    (["ms_ssim=1", "patch=32"], 2, "needs patches of at least 48 px"),
 ])
 def test_cli_train_bad_settings(sets: list[str], code: int, match: str, photos: Path,
                                 tmp_path: Path) -> None:

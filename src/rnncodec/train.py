@@ -7,8 +7,9 @@ At scale (all off by default): ``hard_patches`` mines hard-to-compress patches a
 does, ``amp`` runs the forward in bf16, ``compile`` uses ``torch.compile``, ``tensorboard``
 logs beside log.csv (``pip install rnncodec[train]``), ``bank`` cuts patches on the GPU once
 instead of on the CPU per step; ``binarize=sign`` trains on the bits that coding uses instead
-of the paper's random ones, and a ``patch`` of 64 or 128 px instead of the paper's 32 shows the
-networks the context they have in whole images (two fine-tunes that helped the shipped model).
+of the paper's random ones, a ``patch`` of 64 or 128 px instead of the paper's 32 shows the
+networks the context they have in whole images, and ``ms_ssim`` adds 1 − MS-SSIM, the metric
+the codec is judged by, to the paper's L1 loss.
 Several GPUs train data-parallel (DDP) under torchrun; each rank draws ``batch`` patches, so the
 effective batch is ``batch`` × ranks::
 
@@ -32,6 +33,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from PIL import Image
+from pytorch_msssim import ms_ssim as _ms_ssim
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
@@ -48,6 +50,9 @@ from .zoo import load_model, save_weights
 
 if TYPE_CHECKING:  # an optional dependency (the ``train`` extra)
     from torch.utils.tensorboard import SummaryWriter
+
+
+MS_SSIM_MIN_PATCH = 48  # a 3-tap window after four halvings: (3 − 1) · 2⁴ < 48
 
 
 @dataclass
@@ -77,6 +82,7 @@ class TrainConfig:
     init: str = ""  # start from these weights (a model name or .safetensors) unless resuming
     bank: int = 0  # cut this many patches on the device once, then draw from them (0: per step)
     binarize: str = "stochastic"  # the paper's random bits, or "sign" as at inference
+    ms_ssim: float = 0.0  # weight of 1 − MS-SSIM beside the L1 loss (0: the paper's L1 alone)
 
     def __post_init__(self) -> None:
         if self.patch < 16 or self.patch % 16:
@@ -89,6 +95,9 @@ class TrainConfig:
             raise ValueError("hard_patches needs patches drawn per step (bank=0)")
         if self.binarize not in ("stochastic", "sign"):
             raise ValueError("binarize must be 'stochastic' or 'sign'")
+        if self.ms_ssim < 0 or (self.ms_ssim and self.patch < MS_SSIM_MIN_PATCH):
+            raise ValueError(f"ms_ssim must be ≥ 0, and needs patches of at least "
+                             f"{MS_SSIM_MIN_PATCH} px (MS-SSIM downsamples four times)")
 
 
 def pack_name(path: Path, root: str | Path) -> str:
@@ -258,14 +267,31 @@ def wrap(model: RNNCompressor, world: int, compiled: bool) -> nn.Module:
     return torch.compile(net) if compiled else net
 
 
-def train_step(net: nn.Module, batch: Tensor, cfg: TrainConfig) -> Tensor:
-    """Forward (bf16 autocast with ``cfg.amp``) and backward of the residual loss; the loss.
+def ms_ssim_loss(image: Tensor, recons: list[Tensor]) -> Tensor:
+    """Mean over iterations of 1 − MS-SSIM (images in [-0.5, 0.5]), the metric the codec is
+    judged by; patches under 161 px get the largest odd window (≤ 11) that four halvings allow.
+    """
+    side = min(image.shape[-2:])
+    win = min(11, (side - 1) // 16 + 1)
+    win -= 1 - win % 2
+    t = len(recons)
+    x = torch.cat(recons) + 0.5
+    y = (image + 0.5).repeat(t, 1, 1, 1)
+    return 1 - _ms_ssim(x, y, data_range=1.0, win_size=win)
 
-    The loss is taken outside autocast, on the fp32 reconstructions, so its mean stays exact.
+
+def train_step(net: nn.Module, batch: Tensor, cfg: TrainConfig) -> Tensor:
+    """Forward (bf16 autocast with ``cfg.amp``) and backward of the loss; the loss.
+
+    The paper's L1 residual loss, plus ``cfg.ms_ssim`` × (1 − MS-SSIM) when asked. The loss is
+    taken outside autocast, on the fp32 reconstructions, so its mean stays exact.
     """
     with torch.autocast(batch.device.type, torch.bfloat16, enabled=cfg.amp):
         recons = net(batch, cfg.iterations, cfg.binarize == "stochastic")
-    loss = residual_loss(batch, [r.float() for r in recons])
+    recons = [r.float() for r in recons]
+    loss = residual_loss(batch, recons)
+    if cfg.ms_ssim:
+        loss = loss + cfg.ms_ssim * ms_ssim_loss(batch, recons)
     loss.backward()
     return loss
 
@@ -335,7 +361,7 @@ def train(cfg: TrainConfig) -> Path:
     net, main = wrap(model, world, cfg.compile), rank == 0
     log = open_log(out / "log.csv", cfg.iterations) if main else None
     tb = tensorboard_writer(out) if cfg.tensorboard and main else None
-    start, last_val, last_step = time.time(), time.time(), step
+    start, last_val, last_step, skipped = time.time(), time.time(), step, 0
     # patches/s from the step rate; shown on a terminal only (None), so logs stay clean
     bar = tqdm(total=cfg.steps * cfg.batch * world, initial=step * cfg.batch * world,
                unit="patch", unit_scale=True, disable=None if main else True, leave=False)
@@ -356,8 +382,10 @@ def train(cfg: TrainConfig) -> Path:
                  else draw_batch(train_pool, cfg, rng).to(dev, non_blocking=True))
         opt.zero_grad(set_to_none=True)
         loss = train_step(net, batch, cfg)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        if torch.isfinite(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)):
+            opt.step()  # a non-finite gradient (e.g. MS-SSIM at a zero contrast) is skipped
+        else:
+            skipped += 1
         step += 1
         bar.update(cfg.batch * world)
         if step % 10 == 0 and not bar.disable:
@@ -373,7 +401,8 @@ def train(cfg: TrainConfig) -> Path:
             shown = sorted({1, 4, 8, cfg.iterations} & set(range(1, len(psnr) + 1)))
             with bar.external_write_mode():  # the line above the bar, flushed for log files
                 print(f"step {step} loss {loss.item():.4f} {rate:.0f} patches/s val "
-                      + " ".join(f"it{i} {psnr[i - 1]:.2f} dB {ssim[i - 1]:.4f}" for i in shown),
+                      + " ".join(f"it{i} {psnr[i - 1]:.2f} dB {ssim[i - 1]:.4f}" for i in shown)
+                      + (f" ({skipped} steps skipped: non-finite gradients)" if skipped else ""),
                       flush=True)
             if tb is not None:
                 tb.add_scalar("loss", loss.item(), step)
