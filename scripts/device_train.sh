@@ -19,7 +19,7 @@
 # 64 or 128 px in place of the paper's 32 raised it again in stage 7 (the networks learn the
 # context they see in whole images); the bank holds BANK × 3 × PATCH² bytes on the GPU, so
 # scale BANK down with it (3,000,000 at 32 px is 9.2 GB; 200,000 at 128 px is 9.8 GB).
-# MS_SSIM adds that weight × (1 − MS-SSIM) to the L1 loss (1 in stage 8; PATCH ≥ 48 px).
+# MS_SSIM adds that weight × (1 − MS-SSIM) to the L1 loss (3 in stage 9; PATCH ≥ 48 px).
 set -u
 export PYTHONUNBUFFERED=1
 OUT=${OUT:?set OUT to a folder for the results}
