@@ -121,11 +121,13 @@ def test_other_output_formats_and_gray(tmp_path: Path, tiny_model: str) -> None:
 
 def test_rate_options(png: Path, rgb: np.ndarray, tiny_model: str, tmp_path: Path) -> None:
     for opts in (["--bpp", "0.7"], ["--psnr", "1"], ["--ms-ssim", "0.999999"],
-                 ["-n", "3", "--coder", "raw"]):
+                 ["-n", "2", "--effort", "1"], ["-n", "3", "--coder", "raw"]):
         out = tmp_path / "r.rnnc"
         ok("compress", png, "-o", out, "--model", tiny_model, "-q", "--force", *opts)
         kw = {"bpp": 0.7} if opts[0] == "--bpp" else {"psnr": 1.0} if opts[0] == "--psnr" else \
-            {"ms_ssim": 0.999999} if opts[0] == "--ms-ssim" else {"iterations": 3, "coder": "raw"}
+            {"ms_ssim": 0.999999} if opts[0] == "--ms-ssim" else \
+            {"iterations": 2, "effort": 1} if "--effort" in opts else \
+            {"iterations": 3, "coder": "raw"}
         assert out.read_bytes() == codec.compress(rgb, model=tiny_model, **kw)
     assert codec.info(out).as_dict()["coder"] == "raw"
 

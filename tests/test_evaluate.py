@@ -112,6 +112,15 @@ def test_rnn_points_are_real_truncated_files(make_image: MakeImage, tiny_model: 
     assert [c.encode_s for c in coded] == sorted(c.encode_s for c in coded)
 
 
+def test_effort_is_a_codec_of_its_own(make_image: MakeImage, tiny_model: str) -> None:
+    rgb = make_image(40, 56, seed=7)
+    plain, searched = rnn_codec(tiny_model, 2), rnn_codec(tiny_model, 2, effort=1)
+    assert searched.name == plain.name + "@effort1" and searched.identity != plain.identity
+    assert "effort 1" in searched.label
+    (coded,) = [c for c in searched.run(rgb, [2])]
+    assert coded.data == codec.compress(rgb, iterations=2, model=tiny_model, effort=1)
+
+
 def test_bpp_counts_the_whole_file(image_dir: Path, tiny_model: str) -> None:
     codecs = [rnn_codec(tiny_model, 2), classic_codec("jpeg-420", (30,))]
     points = evaluate(sorted(image_dir.iterdir()), image_dir, codecs, Cache(None), quiet=True)

@@ -6,7 +6,13 @@ import pytest
 import torch
 from conftest import TINY_WIDTH, build_tiny
 
-from rnncodec.frameworks import FRAMEWORKS, ModelConfig, RNNCompressor, residual_loss
+from rnncodec.frameworks import (
+    FRAMEWORKS,
+    ModelConfig,
+    RNNCompressor,
+    ms_ssim_loss,
+    residual_loss,
+)
 
 CELL_NAMES = ["lstm", "assoc-lstm", "gru", "residual-gru"]
 
@@ -182,3 +188,25 @@ def test_width_scales_parameter_count() -> None:
     tiny = sum(p.numel() for p in RNNCompressor(ModelConfig(width=TINY_WIDTH)).parameters())
     small = sum(p.numel() for p in RNNCompressor(ModelConfig(width=0.1)).parameters())
     assert tiny < small
+
+
+@pytest.mark.parametrize("side", [48, 128])
+def test_ms_ssim_loss_fits_small_patches_and_ranks_reconstructions(side: int) -> None:
+    torch.manual_seed(0)
+    image = torch.rand(2, 3, side, side) - 0.5
+    near, far = image + 0.02 * torch.randn_like(image), image + 0.2 * torch.randn_like(image)
+    assert ms_ssim_loss(image, [image]).item() == pytest.approx(0, abs=1e-5)
+    assert 0 < ms_ssim_loss(image, [near]) < ms_ssim_loss(image, [far]) <= 1
+    both = ms_ssim_loss(image, [near, far])  # the mean over iterations
+    assert both.item() == pytest.approx(
+        (ms_ssim_loss(image, [near]) + ms_ssim_loss(image, [far])).item() / 2, rel=1e-5)
+
+
+def test_ms_ssim_loss_is_the_evaluation_metric_on_large_patches() -> None:
+    from rnncodec.metrics import ms_ssim_tensor
+
+    torch.manual_seed(0)
+    image = torch.rand(2, 3, 176, 176) - 0.5
+    recon = image + 0.05 * torch.randn_like(image)
+    expected = 1 - ms_ssim_tensor(recon + 0.5, image + 0.5, 1.0).mean()
+    assert ms_ssim_loss(image, [recon]).item() == pytest.approx(expected.item(), rel=1e-6)

@@ -23,7 +23,7 @@ from PIL import Image
 from rnncodec import codec, zoo
 from rnncodec.cli import main
 from rnncodec.errors import InputMissingError
-from rnncodec.frameworks import ModelConfig, RNNCompressor
+from rnncodec.frameworks import ModelConfig, RNNCompressor, ms_ssim_loss
 from rnncodec.train import (
     TrainConfig,
     bank_batch,
@@ -31,7 +31,6 @@ from rnncodec.train import (
     draw_batch,
     list_images,
     load_pool,
-    ms_ssim_loss,
     patch_bank,
     png_size,
     random_patch,
@@ -154,28 +153,6 @@ def test_train_step_binarizes_as_configured(binarize: str) -> None:
         torch.manual_seed(seed)
         losses.append(train_step(net, batch, cfg).item())
     assert (losses[0] == losses[1]) == (binarize == "sign")
-
-
-@pytest.mark.parametrize("side", [48, 128])
-def test_ms_ssim_loss_fits_small_patches_and_ranks_reconstructions(side: int) -> None:
-    torch.manual_seed(0)
-    image = torch.rand(2, 3, side, side) - 0.5
-    near, far = image + 0.02 * torch.randn_like(image), image + 0.2 * torch.randn_like(image)
-    assert ms_ssim_loss(image, [image]).item() == pytest.approx(0, abs=1e-5)
-    assert 0 < ms_ssim_loss(image, [near]) < ms_ssim_loss(image, [far]) <= 1
-    both = ms_ssim_loss(image, [near, far])  # the mean over iterations
-    assert both.item() == pytest.approx(
-        (ms_ssim_loss(image, [near]) + ms_ssim_loss(image, [far])).item() / 2, rel=1e-5)
-
-
-def test_ms_ssim_loss_is_the_evaluation_metric_on_large_patches() -> None:
-    from rnncodec.metrics import ms_ssim_tensor
-
-    torch.manual_seed(0)
-    image = torch.rand(2, 3, 176, 176) - 0.5
-    recon = image + 0.05 * torch.randn_like(image)
-    expected = 1 - ms_ssim_tensor(recon + 0.5, image + 0.5, 1.0).mean()
-    assert ms_ssim_loss(image, [recon]).item() == pytest.approx(expected.item(), rel=1e-6)
 
 
 def test_train_step_adds_the_weighted_ms_ssim_term() -> None:

@@ -160,12 +160,16 @@ def main() -> None:
                    f"least {MIN_TILE}), so memory grows with a tile, not the image; 0: never. "
                    f"Default: {DEFAULT_TILE} for images over {AUTO_TILE_PIXELS / 1e6:.1f} "
                    f"megapixels, else none.")
+@click.option("--effort", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Search for better bits than the encoder's in the first N iterations "
+                   "(2: better quality at low rates, encoding several times slower); any "
+                   "decoder reads the result.")
 @pixels_opt
 @force_opt
 @quiet_opt
 def compress(input: Path, output: Path | None, iterations: int | None, bpp: float | None,
              ms_ssim: float | None, psnr: float | None, model: str, coder: str,
-             tile: int | None, max_pixels: int, force: bool, quiet: bool) -> None:
+             tile: int | None, effort: int, max_pixels: int, force: bool, quiet: bool) -> None:
     """Compress an image (PNG, JPEG, ...) to an .rnnc file."""
     out = output or input.with_suffix(".rnnc")
 
@@ -175,7 +179,7 @@ def compress(input: Path, output: Path | None, iterations: int | None, bpp: floa
         with _progress(total, "encoding", quiet) as bar:
             data = codec.compress(input, iterations=iterations, bpp=bpp, ms_ssim=ms_ssim,
                                   psnr=psnr, model=model, coder=coder, tile=tile,
-                                  max_pixels=max_pixels, progress=bar)
+                                  effort=effort, max_pixels=max_pixels, progress=bar)
         _write(out, data, force)
         if not quiet:
             i = codec.info(data)
@@ -359,6 +363,9 @@ def serve(host: str, port: int, model: str, max_upload_mb: float, max_pixels: in
               "comma-separated (default: 2 to 95 in 13 steps).")
 @click.option("--iterations", type=click.IntRange(1, 64), default=codec.DEFAULT_ITERATIONS,
               show_default=True, help="Model iterations to evaluate: 1 to N, from one encode.")
+@click.option("--effort", "efforts", multiple=True, type=click.IntRange(min=0),
+              help="Search the bits of the first N iterations (see compress --effort); repeat "
+                   "to evaluate the models at several (default: 0).")
 @click.option("--limit", type=click.IntRange(min=1), help="Use only the first N images.")
 @click.option("--out", default="docs/results", show_default=True, type=click.Path(path_type=Path),
               help="Folder for results.json, results.csv and the plots.")
@@ -368,8 +375,9 @@ def serve(host: str, port: int, model: str, max_upload_mb: float, max_pixels: in
               help="Per-point cache, JSON lines (default: ~/.cache/rnncodec/evaluate.jsonl).")
 @quiet_opt
 def evaluate(dataset: Path | None, models: tuple[str, ...], codecs: str | None,
-             qualities: str | None, iterations: int, limit: int | None, out: Path, report: Path,
-             cache: Path | None, quiet: bool) -> None:
+             qualities: str | None, iterations: int, efforts: tuple[int, ...],
+             limit: int | None, out: Path, report: Path, cache: Path | None,
+             quiet: bool) -> None:
     """Rate–distortion, speed and memory of the models and standard codecs on a folder of
     images (default: Kodak in ../shared/data/kodak); writes JSON, CSV, plots and a report."""
     import shlex
@@ -394,11 +402,12 @@ def evaluate(dataset: Path | None, models: tuple[str, ...], codecs: str | None,
         except ValueError:
             raise ValueError(f"--qualities must be integers, not {qualities!r}") from None
         names = list(models) or runner.default_models()
-        built = runner.build_codecs(names, classic, sweep, iterations, warn)
+        built = runner.build_codecs(names, classic, sweep, iterations, warn, efforts or (0,))
         command = shlex.join(["rnncodec", "evaluate", str(folder),
                               *(a for m in names for a in ("--model", m)),
                               "--codecs", ",".join(classic), "--qualities",
                               ",".join(map(str, sweep)), "--iterations", str(iterations),
+                              *(a for e in efforts for a in ("--effort", str(e))),
                               *(("--limit", str(limit)) if limit else ()), "--out", str(out),
                               "--report", str(report)])
         res = runner.run(folder, built, runner.Cache(cache or runner.DEFAULT_CACHE), command,

@@ -34,6 +34,7 @@ from .format import MAX_ITERATIONS, Container, Header, assemble, pack_chunk, par
 from .images import MAX_PIXELS, ImageSource, load_image, to_array, to_image, to_tensor
 from .metrics import ms_ssim, psnr
 from .networks import BITS
+from .refine import refine, signs
 from .tiling import Tile, choose_tile, place, plan, waves
 from .zoo import DEFAULT_MODEL, MODELS, LoadedModel, load_model
 
@@ -121,39 +122,44 @@ def _signed(codes: np.ndarray) -> torch.Tensor:
 
 
 def encode_tile(model: LoadedModel, rgb: np.ndarray, tile: Tile,
-                maps: Sequence[np.ndarray]) -> Iterator[torch.Tensor]:
+                maps: Sequence[np.ndarray], effort: int = 0) -> Iterator[torch.Tensor]:
     """Run one tile's closed loop: step t writes the tile's own codes into the whole-image code
     map ``maps[t]`` and yields the reconstruction of the tile's region.
 
     The context blocks (above and left) must already hold the earlier tiles' codes: the decoder
     is fed those instead of what this tile's encoder made of them, exactly as ``decode_tile``
     will be. Inference mode is entered per step, never across a ``yield``: a suspended
-    generator would otherwise leave gradients switched off in its caller.
+    generator would otherwise leave gradients switched off in its caller. The first ``effort``
+    iterations search for better bits than the encoder's (refine.py).
     """
     net = model.net
     height, width = rgb.shape[:2]
     ys, xs = tile.region(height, width)
     x = to_tensor(rgb[ys, xs])
     state = net.initial_state(x)
+    context = torch.ones(1, 1, *maps[0][:, slice(*tile.rows), slice(*tile.cols)].shape[1:],
+                         dtype=torch.bool)
+    context[..., tile.top:, tile.left:] = False
     for t in itertools.count():
         region = maps[t][:, slice(*tile.rows), slice(*tile.cols)]
         with network_step():
-            bits, state = net.encode_step(x, state, stochastic=False)
-            codes = (bits[0] > 0).to(torch.uint8).numpy()
-            region[:, tile.top:, tile.left:] = codes[:, tile.top:, tile.left:]
-            if tile.top or tile.left:
-                bits = _signed(region)
+            soft, state = net.encode_soft(x, state)
+            soft = torch.where(context, _signed(region), soft)  # earlier tiles' bits
+        bits = refine(net, x, state, soft, context) if t < effort else signs(soft)
+        region[:, tile.top:, tile.left:] = (bits[0] > 0).to(torch.uint8).numpy()[
+            :, tile.top:, tile.left:]
+        with network_step():
             state = net.decode_step(bits, state)
         yield state.recon
 
 
-def iterate_codes(model: LoadedModel, rgb: np.ndarray,
+def iterate_codes(model: LoadedModel, rgb: np.ndarray, effort: int = 0,
                   ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
     """Yield (codes, reconstruction of the padded image) for iteration 1, 2, ... of an image
     coded whole: ``compress``'s closed loop on one tile."""
     height, width = rgb.shape[:2]
     maps: list[np.ndarray] = []
-    loop = encode_tile(model, rgb, plan(width, height, 0)[0], maps)
+    loop = encode_tile(model, rgb, plan(width, height, 0)[0], maps, effort)
     while True:
         maps.append(np.zeros(_code_shape(width, height), np.uint8))
         recon = next(loop)  # writes this iteration's codes into maps[-1]
@@ -202,11 +208,12 @@ def _workers(tiles: int) -> int:
 
 
 def encode_lockstep(model: LoadedModel, rgb: np.ndarray, tiles: list[Tile],
-                    keep_images: bool) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+                    keep_images: bool, effort: int = 0,
+                    ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     """Yield (codes, decoded pixels if ``keep_images``) for iteration 1, 2, ..., running every
     tile one step per iteration (memory: all tiles' network state at once, as untiled)."""
     maps: list[np.ndarray] = []
-    loops = [encode_tile(model, rgb, tile, maps) for tile in tiles]
+    loops = [encode_tile(model, rgb, tile, maps, effort) for tile in tiles]
     while True:
         maps.append(np.zeros(_code_shape(rgb.shape[1], rgb.shape[0]), np.uint8))
         image = np.empty_like(rgb) if keep_images else None
@@ -218,7 +225,7 @@ def encode_lockstep(model: LoadedModel, rgb: np.ndarray, tiles: list[Tile],
 
 
 def encode_by_tile(model: LoadedModel, rgb: np.ndarray, tiles: list[Tile], iterations: int,
-                   keep_images: bool, progress: Progress | None = None,
+                   keep_images: bool, progress: Progress | None = None, effort: int = 0,
                    ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     """The same as ``encode_lockstep`` (bit for bit), computed tile by tile through all
     ``iterations`` first: memory grows with the tiles in flight (one per torch thread; one at a
@@ -231,7 +238,7 @@ def encode_by_tile(model: LoadedModel, rgb: np.ndarray, tiles: list[Tile], itera
     step_done = _tile_progress(progress, len(tiles))
 
     def run(tile: Tile) -> None:
-        for t, recon in zip(range(iterations), encode_tile(model, rgb, tile, maps)):
+        for t, recon in zip(range(iterations), encode_tile(model, rgb, tile, maps, effort)):
             if images is not None:
                 _paste(images[t], tile, recon)
             step_done()
@@ -250,7 +257,8 @@ def encode_by_tile(model: LoadedModel, rgb: np.ndarray, tiles: list[Tile], itera
 def compress(image: ImageSource, *, iterations: int | None = None, bpp: float | None = None,
              ms_ssim: float | None = None, psnr: float | None = None,
              model: str = DEFAULT_MODEL, coder: str = AUTO, tile: int | None = None,
-             max_pixels: int = MAX_PIXELS, progress: Progress | None = None) -> bytes:
+             effort: int = 0, max_pixels: int = MAX_PIXELS,
+             progress: Progress | None = None) -> bytes:
     """Compress an image (PIL image, array, path or encoded bytes) to .rnnc bytes.
 
     Rate control: a fixed number of ``iterations`` (default 16, i.e. 2 bpp before entropy
@@ -263,7 +271,14 @@ def compress(image: ImageSource, *, iterations: int | None = None, bpp: float | 
     about 2 megapixels. Tiled coding runs every tile through the most iterations the target
     allows before writing any, so rate and quality targets cost that much network work; quality
     targets also keep every iteration's decoded pixels (3 bytes per pixel per iteration).
+
+    ``effort``: how many of the first iterations search for better bits than the encoder's
+    (refine.py), 0 (default) for none. The gain is largest at the lowest rates: on held-out
+    photos ``effort=2`` raised MS-SSIM by 0.014 after 1 iteration and 0.004 after 2 for 4% more
+    bits, and encoded 6 iterations about 12 times slower. The files decode as any other.
     """
+    if effort < 0:
+        raise ValueError("effort must be at least 0")
     target = Target(iterations, bpp, ms_ssim, psnr)
     rgb, gray = load_image(image, max_pixels)
     height, width = rgb.shape[:2]
@@ -275,8 +290,8 @@ def compress(image: ImageSource, *, iterations: int | None = None, bpp: float | 
     original = np.asarray(to_image(rgb, gray)) if target.measures_quality else None
     tiles = plan(width, height, tile)
     steps = encode_by_tile(loaded, rgb, tiles, target.max_iterations, target.measures_quality,
-                           progress) if tile else \
-        encode_lockstep(loaded, rgb, tiles, target.measures_quality)
+                           progress, effort) if tile else \
+        encode_lockstep(loaded, rgb, tiles, target.measures_quality, effort)
     out, history = bytearray(header.pack()), list[np.ndarray]()
     for i, (codes, decoded) in zip(range(target.max_iterations), steps):
         chunk = pack_chunk(i, bit_coder.encode(codes, history))

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 
 import torch
+from pytorch_msssim import ms_ssim as _ms_ssim
 from torch import Tensor, nn
 
 from .cells import CELLS, State
@@ -71,15 +72,24 @@ class RNNCompressor(nn.Module):
     def _gain(self, state: CodingState) -> Tensor | None:
         return self.gain(state.recon) if self.gain is not None else None
 
-    def encode_step(self, image: Tensor, state: CodingState,
-                    stochastic: bool | None = None) -> tuple[Tensor, CodingState]:
-        """Bits for the current residual; ``image`` is N×3×H×W in [-0.5, 0.5], H, W % 16 == 0."""
+    def _encode(self, image: Tensor, state: CodingState) -> tuple[Tensor, CodingState]:
         residual = image - state.recon
         g = self._gain(state)
         if g is not None:
             residual = residual * g
         features, enc = self.encoder(residual, state.enc)
-        return self.binarizer(features, stochastic), replace(state, enc=enc)
+        return features, replace(state, enc=enc)
+
+    def encode_step(self, image: Tensor, state: CodingState,
+                    stochastic: bool | None = None) -> tuple[Tensor, CodingState]:
+        """Bits for the current residual; ``image`` is N×3×H×W in [-0.5, 0.5], H, W % 16 == 0."""
+        features, state = self._encode(image, state)
+        return self.binarizer(features, stochastic), state
+
+    def encode_soft(self, image: Tensor, state: CodingState) -> tuple[Tensor, CodingState]:
+        """``encode_step``'s binarizer input in [-1, 1]: its signs are the inference bits."""
+        features, state = self._encode(image, state)
+        return self.binarizer.soft(features), state
 
     def decode_step(self, bits: Tensor, state: CodingState) -> CodingState:
         """The next reconstruction from this iteration's bits (N×32×H/16×W/16 in {-1, +1})."""
@@ -107,3 +117,16 @@ class RNNCompressor(nn.Module):
 def residual_loss(image: Tensor, recons: list[Tensor]) -> Tensor:
     """The paper's objective: the mean L1 norm of every iteration's residual."""
     return torch.stack([(image - r).abs().mean() for r in recons]).mean()
+
+
+def ms_ssim_loss(image: Tensor, recons: list[Tensor]) -> Tensor:
+    """Mean over iterations of 1 − MS-SSIM (images in [-0.5, 0.5]), the metric the codec is
+    judged by; patches under 161 px get the largest odd window (≤ 11) that four halvings allow.
+    """
+    side = min(image.shape[-2:])
+    win = min(11, (side - 1) // 16 + 1)
+    win -= 1 - win % 2
+    t = len(recons)
+    x = torch.cat(recons) + 0.5
+    y = (image + 0.5).repeat(t, 1, 1, 1)
+    return 1 - _ms_ssim(x, y, data_range=1.0, win_size=win)

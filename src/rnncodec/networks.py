@@ -55,8 +55,12 @@ class Binarizer(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(in_ch, BITS, 1, bias=False)
 
+    def soft(self, x: Tensor) -> Tensor:
+        """Values in [-1, 1] whose signs are the inference bits (where the bit search starts)."""
+        return torch.tanh(self.conv(x))
+
     def forward(self, x: Tensor, stochastic: bool | None = None) -> Tensor:
-        x = torch.tanh(self.conv(x))
+        x = self.soft(x)
         stochastic = self.training if stochastic is None else stochastic
         if stochastic:
             b = torch.where(torch.rand_like(x) < (1 + x) / 2, 1.0, -1.0)

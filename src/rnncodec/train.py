@@ -33,7 +33,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from PIL import Image
-from pytorch_msssim import ms_ssim as _ms_ssim
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
@@ -43,7 +42,7 @@ from .entropy import PRIOR_KEY
 from .entropy.context import fit_prior
 from .entropy.neural import ContextNet, code_length, quantize, training_batch
 from .errors import InputMissingError, ModelError
-from .frameworks import ModelConfig, RNNCompressor, residual_loss
+from .frameworks import ModelConfig, RNNCompressor, ms_ssim_loss, residual_loss
 from .images import list_images, load_image
 from .metrics import ms_ssim_tensor
 from .zoo import load_model, save_weights
@@ -265,19 +264,6 @@ def wrap(model: RNNCompressor, world: int, compiled: bool) -> nn.Module:
         dev = next(model.parameters()).device
         net = DistributedDataParallel(model, device_ids=[dev] if dev.type == "cuda" else None)
     return torch.compile(net) if compiled else net
-
-
-def ms_ssim_loss(image: Tensor, recons: list[Tensor]) -> Tensor:
-    """Mean over iterations of 1 − MS-SSIM (images in [-0.5, 0.5]), the metric the codec is
-    judged by; patches under 161 px get the largest odd window (≤ 11) that four halvings allow.
-    """
-    side = min(image.shape[-2:])
-    win = min(11, (side - 1) // 16 + 1)
-    win -= 1 - win % 2
-    t = len(recons)
-    x = torch.cat(recons) + 0.5
-    y = (image + 0.5).repeat(t, 1, 1, 1)
-    return 1 - _ms_ssim(x, y, data_range=1.0, win_size=win)
 
 
 def train_step(net: nn.Module, batch: Tensor, cfg: TrainConfig) -> Tensor:

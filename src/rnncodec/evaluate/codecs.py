@@ -125,14 +125,16 @@ class JxlCodec(OneShotCodec):
 
 @dataclass(frozen=True, kw_only=True)
 class RnnCodec(Codec):
-    """A model of this package; ``model`` is a registered name or a weights file."""
+    """A model of this package; ``model`` is a registered name or a weights file, ``effort``
+    the number of first iterations whose bits the encoder searches (``compress``)."""
 
     model: str
+    effort: int = 0
 
     def run(self, rgb: np.ndarray, settings: Sequence[int]) -> Iterator[Coded]:
         meter = Meter()
         laps: list[tuple[float, int | None]] = []
-        data = rnn.compress(rgb, iterations=max(settings), model=self.model,
+        data = rnn.compress(rgb, iterations=max(settings), model=self.model, effort=self.effort,
                             progress=lambda _: laps.append((meter.seconds(), meter.peak_rss())))
         slot = {k: i for i, k in enumerate(sorted(settings))}
         # Written once now, so that filling it during the pass adds no resident memory.
@@ -151,13 +153,17 @@ class RnnCodec(Codec):
                         decode_s, encode_peak, decode_peak)
 
 
-def rnn_codec(model: str, iterations: int = rnn.DEFAULT_ITERATIONS) -> RnnCodec:
-    """The adapter for one model, named after it and identified by the weights digest and the
-    entropy coder its files use (read from a tiny file, as the codec picks it per model)."""
+def rnn_codec(model: str, iterations: int = rnn.DEFAULT_ITERATIONS, effort: int = 0,
+              ) -> RnnCodec:
+    """The adapter for one model, named after it (and the effort, when not 0) and identified by
+    the weights digest and the entropy coder its files use (read from a tiny file, as the codec
+    picks it per model)."""
     sample = rnn.info(rnn.compress(np.zeros((16, 16, 3), np.uint8), iterations=1, model=model))
     name, digest, coder = (sample.as_dict()[k] for k in ("model", "weights", "coder"))
-    return RnnCodec(f"rnncodec:{name}", f"rnncodec {name}", f"weights {digest}, coder {coder}",
-                    tuple(range(1, iterations + 1)), "iterations", model=model)
+    tag, label = (f"@effort{effort}", f" (effort {effort})") if effort else ("", "")
+    return RnnCodec(f"rnncodec:{name}{tag}", f"rnncodec {name}{label}",
+                    f"weights {digest}, coder {coder}{label}", tuple(range(1, iterations + 1)),
+                    "iterations", model=model, effort=effort)
 
 
 def _pillow_version(feature: str) -> str:

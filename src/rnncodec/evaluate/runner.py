@@ -167,9 +167,11 @@ def default_models() -> list[str]:
 
 def build_codecs(models: Sequence[str], classic: Sequence[str],
                  qualities: Sequence[int] = QUALITIES, iterations: int = DEFAULT_ITERATIONS,
-                 warn: Callable[[str], None] = print) -> list[Codec]:
-    """Adapters for the models and the named standard codecs; unavailable ones are skipped."""
-    codecs: list[Codec] = [rnn_codec(m, iterations) for m in models]
+                 warn: Callable[[str], None] = print, efforts: Sequence[int] = (0,),
+                 ) -> list[Codec]:
+    """Adapters for the models (one per encoder effort) and the named standard codecs;
+    unavailable ones are skipped."""
+    codecs: list[Codec] = [rnn_codec(m, iterations, e) for m in models for e in efforts]
     for name in classic:
         try:
             codecs.append(classic_codec(name, qualities))
