@@ -9,6 +9,7 @@ from conftest import build_tiny, gradient_image
 
 from rnncodec import codec
 from rnncodec.refine import LOOKAHEAD, objective, refine, signs
+from rnncodec.tiling import DEFAULT_TILE
 
 
 def _start(seed: int = 0) -> tuple[torch.nn.Module, torch.Tensor, object, torch.Tensor]:
@@ -75,6 +76,14 @@ def test_effort_on_odd_sizes(h: int, w: int, tiny_model: str) -> None:
     rgb = gradient_image(h, w, seed=5)
     data = codec.compress(rgb, iterations=2, model=tiny_model, effort=2)
     assert np.asarray(codec.decompress(data, model=tiny_model)).shape == (h, w, 3)
+
+
+def test_a_search_tiles_smaller_images(tiny_model: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    rgb = gradient_image(48, 600, seed=2)  # wider than one default tile
+    monkeypatch.setattr(codec, "SEARCH_TILE_PIXELS", 64 * 64)
+    assert codec.info(codec.compress(rgb, iterations=1, model=tiny_model)).header.tile == 0
+    searched = codec.compress(rgb, iterations=1, model=tiny_model, effort=1)
+    assert codec.info(searched).header.tile == DEFAULT_TILE
 
 
 def test_negative_effort_is_refused(tiny_model: str) -> None:

@@ -59,6 +59,7 @@ def test_choose_tile() -> None:
     assert choose_tile(None, 4000, 3000) == tiling.DEFAULT_TILE
     assert choose_tile(1024, 768, 512) == 0  # one tile is plain coding
     assert choose_tile(256, 768, 512) == 256
+    assert choose_tile(None, 768, 512, auto_pixels=1 << 18) == tiling.DEFAULT_TILE
     for bad in (16, 48, 100, 65536, -16):
         with pytest.raises(ValueError, match="multiple of 16"):
             choose_tile(bad, 768, 512)

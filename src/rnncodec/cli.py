@@ -26,6 +26,7 @@ from . import codec
 from .entropy import AUTO, CODER_NAMES
 from .errors import OutputError, RnncError
 from .images import MAX_PIXELS
+from .refine import SEARCH_TILE_PIXELS
 from .tiling import AUTO_TILE_PIXELS, DEFAULT_TILE, MIN_TILE
 from .zoo import DEFAULT_MODEL, MODELS
 
@@ -159,7 +160,7 @@ def main() -> None:
               help=f"Run the networks on tiles of at most N×N pixels (a multiple of 16, at "
                    f"least {MIN_TILE}), so memory grows with a tile, not the image; 0: never. "
                    f"Default: {DEFAULT_TILE} for images over {AUTO_TILE_PIXELS / 1e6:.1f} "
-                   f"megapixels, else none.")
+                   f"megapixels ({SEARCH_TILE_PIXELS / 1e6:.1f} with --effort), else none.")
 @click.option("--effort", type=click.IntRange(min=0), default=0, show_default=True,
               help="Search for better bits than the encoder's in the first N iterations "
                    "(2: better quality at low rates, encoding several times slower); any "

@@ -95,11 +95,12 @@ def waves(tiles: list[Tile]) -> list[list[Tile]]:
     return [groups[k] for k in sorted(groups)]
 
 
-def choose_tile(tile: int | None, width: int, height: int) -> int:
-    """The tile side to code with: None picks ``DEFAULT_TILE`` for images over
-    ``AUTO_TILE_PIXELS``, else 0; a side that gives a single tile becomes 0 (plain coding)."""
+def choose_tile(tile: int | None, width: int, height: int,
+                auto_pixels: int = AUTO_TILE_PIXELS) -> int:
+    """The tile side to code with: None picks ``DEFAULT_TILE`` for images over ``auto_pixels``,
+    else 0; a side that gives a single tile becomes 0 (plain coding)."""
     if tile is None:
-        tile = DEFAULT_TILE if width * height > AUTO_TILE_PIXELS else 0
+        tile = DEFAULT_TILE if width * height > auto_pixels else 0
     check_tile(tile)
     return tile if tile and len(plan(width, height, tile)) > 1 else 0
 
