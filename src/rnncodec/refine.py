@@ -39,6 +39,8 @@ def signs(soft: Tensor) -> Tensor:
 
 
 def objective(image: Tensor, recons: list[Tensor]) -> Tensor:
+    """The score of a candidate: what the model was trained to lower, so the search and the
+    networks pull the same way."""
     return residual_loss(image, recons) + MS_SSIM_WEIGHT * ms_ssim_loss(image, recons)
 
 
