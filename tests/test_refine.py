@@ -49,6 +49,16 @@ def test_search_never_scores_worse_and_changes_some_bits(seed: int) -> None:
     assert not torch.equal(bits, signs(soft))  # the steps found something better
 
 
+def test_a_rate_term_can_keep_the_encoders_bits() -> None:
+    net, x, state, soft = _start()
+    start = signs(soft)
+    flips = refine(net, x, state, soft, steps=6)
+    assert not torch.equal(flips, start)
+    costly = refine(net, x, state, soft, steps=6,  # every changed bit costs far more than it gains
+                    rate=lambda bits: 1e3 * float((bits != start).sum()))
+    assert torch.equal(costly, start)
+
+
 def test_frozen_blocks_keep_their_bits() -> None:
     net, x, state, soft = _start()
     frozen = torch.zeros(1, 1, *soft.shape[2:], dtype=torch.bool)

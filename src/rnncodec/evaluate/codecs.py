@@ -19,6 +19,7 @@ import PIL
 from PIL import Image, features
 
 from .. import codec as rnn
+from .. import refine
 from .measure import Meter
 
 QUALITIES = (2, 5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 95)
@@ -161,9 +162,11 @@ def rnn_codec(model: str, iterations: int = rnn.DEFAULT_ITERATIONS, effort: int 
     sample = rnn.info(rnn.compress(np.zeros((16, 16, 3), np.uint8), iterations=1, model=model))
     name, digest, coder = (sample.as_dict()[k] for k in ("model", "weights", "coder"))
     tag, label = (f"@effort{effort}", f" (effort {effort})") if effort else ("", "")
+    search = (f"; search: {refine.STEPS} steps, look-ahead {refine.LOOKAHEAD}, rate weight "
+              f"{refine.RATE_WEIGHT}") if effort else ""  # in the cache key: retuning re-runs
     return RnnCodec(f"rnncodec:{name}{tag}", f"rnncodec {name}{label}",
-                    f"weights {digest}, coder {coder}{label}", tuple(range(1, iterations + 1)),
-                    "iterations", model=model, effort=effort)
+                    f"weights {digest}, coder {coder}{label}{search}",
+                    tuple(range(1, iterations + 1)), "iterations", model=model, effort=effort)
 
 
 def _pillow_version(feature: str) -> str:
