@@ -8,7 +8,7 @@ import torch
 from conftest import build_tiny, gradient_image
 
 from rnncodec import codec
-from rnncodec.refine import LOOKAHEAD, objective, refine, signs
+from rnncodec.refine import lookahead, objective, refine, signs
 from rnncodec.tiling import DEFAULT_TILE
 
 
@@ -26,13 +26,7 @@ def _start(seed: int = 0) -> tuple[torch.nn.Module, torch.Tensor, object, torch.
 def _score(net: torch.nn.Module, x: torch.Tensor, state: object, bits: torch.Tensor) -> float:
     """The search's score of ``bits``: this iteration and the look-ahead ones."""
     with torch.no_grad():
-        s = net.decode_step(bits, state)
-        recons = [s.recon]
-        for _ in range(LOOKAHEAD):
-            b, s = net.encode_step(x, s, stochastic=False)
-            s = net.decode_step(b, s)
-            recons.append(s.recon)
-        return objective(x, recons).item()
+        return objective(x, lookahead(net, x, state, bits)).item()
 
 
 def test_no_steps_keeps_the_encoders_bits() -> None:

@@ -121,13 +121,18 @@ def _signed(codes: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(codes).float().unsqueeze(0) * 2 - 1
 
 
+def _unsigned(bits: torch.Tensor) -> np.ndarray:
+    """1×32×h×w bits in {-1, +1} → 32×h×w codes in {0, 1}, the inverse of ``_signed``."""
+    return (bits[0] > 0).to(torch.uint8).numpy()
+
+
 def _rate(model: LoadedModel, previous: list[np.ndarray]) -> Callable[[torch.Tensor], float]:
     """Bits per pixel of candidate bits (1×32×h×w, ±1) under the context coder, the bit
     search's estimate of what they will cost (the context coder takes milliseconds)."""
     coder = make_coder("context", model.tables)
 
     def rate(bits: torch.Tensor) -> float:
-        codes = (bits[0] > 0).to(torch.uint8).numpy()
+        codes = _unsigned(bits)
         return 8 * len(coder.encode(codes, previous)) / (codes.shape[1] * codes.shape[2] * 256)
 
     return rate
@@ -149,21 +154,23 @@ def encode_tile(model: LoadedModel, rgb: np.ndarray, tile: Tile,
     ys, xs = tile.region(height, width)
     x = to_tensor(rgb[ys, xs])
     state = net.initial_state(x)
-    context = torch.ones(1, 1, *maps[0][:, slice(*tile.rows), slice(*tile.cols)].shape[1:],
-                         dtype=torch.bool)
-    context[..., tile.top:, tile.left:] = False
+    context = None  # the blocks whose bits earlier tiles chose, when there are any
+    if tile.top or tile.left:
+        context = torch.ones(1, 1, *maps[0][:, slice(*tile.rows), slice(*tile.cols)].shape[1:],
+                             dtype=torch.bool)
+        context[..., tile.top:, tile.left:] = False
     for t in itertools.count():
         region = maps[t][:, slice(*tile.rows), slice(*tile.cols)]
         with network_step():
             soft, state = net.encode_soft(x, state)
-            soft = torch.where(context, _signed(region), soft)  # earlier tiles' bits
+            if context is not None:
+                soft = torch.where(context, _signed(region), soft)
         if t < effort:
             previous = [m[:, slice(*tile.rows), slice(*tile.cols)] for m in maps[:t]]
             bits = refine(net, x, state, soft, context, rate=_rate(model, previous))
         else:
             bits = signs(soft)
-        region[:, tile.top:, tile.left:] = (bits[0] > 0).to(torch.uint8).numpy()[
-            :, tile.top:, tile.left:]
+        region[:, tile.top:, tile.left:] = _unsigned(bits)[:, tile.top:, tile.left:]
         with network_step():
             state = net.decode_step(bits, state)
         yield state.recon

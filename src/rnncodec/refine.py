@@ -51,6 +51,19 @@ def objective(image: Tensor, recons: list[Tensor]) -> Tensor:
     return residual_loss(image, recons) + MS_SSIM_WEIGHT * ms_ssim_loss(image, recons)
 
 
+def lookahead(net: RNNCompressor, image: Tensor, state: CodingState,
+              bits: Tensor) -> list[Tensor]:
+    """The reconstructions a candidate is scored on: after ``bits``, and after each of the next
+    ``LOOKAHEAD`` iterations of the closed loop."""
+    s = net.decode_step(bits, state)
+    recons = [s.recon]
+    for _ in range(LOOKAHEAD):
+        later, s = net.encode_step(image, s, stochastic=False)
+        s = net.decode_step(later, s)
+        recons.append(s.recon)
+    return recons
+
+
 def _thaw(state: CodingState) -> CodingState:
     """A copy usable by autograd: tensors made under inference mode cannot be saved for it."""
     def copy(states: list) -> list:
@@ -76,13 +89,7 @@ def refine(net: RNNCompressor, image: Tensor, state: CodingState, soft: Tensor,
     best, best_loss = start, math.inf
     with torch.enable_grad():
         for k in range(steps + 1):
-            s = net.decode_step(signs(u) + (u - u.detach()), state)
-            recons = [s.recon]
-            for _ in range(LOOKAHEAD):
-                bits, s = net.encode_step(image, s, stochastic=False)
-                s = net.decode_step(bits, s)
-                recons.append(s.recon)
-            loss = objective(image, recons)
+            loss = objective(image, lookahead(net, image, state, signs(u) + (u - u.detach())))
             candidate = signs(u.detach())
             score = loss.item() + (RATE_WEIGHT * rate(candidate) if rate else 0.0)
             if score < best_loss:
