@@ -1,25 +1,26 @@
 #!/bin/bash
-# One call on a lent GPU machine (see the training section of the README): train from the
-# training pack, then bring the weights back under $OUT in parts small enough to return.
+# One call on a lent GPU machine (see the training section of the README): train one or more
+# arms at once from the training pack, then bring each arm's weights and logs back under $OUT.
 #
 # Before the call, on the development machine (the machine has no internet and lacks two
 # dependencies, so their wheels travel with the working tree):
 #   python scripts/make_training_pack.py ../shared/data/train .pack --mib 47
 #   pip download constriction pytorch-msssim --only-binary=:all: --no-deps \
 #       --python-version 3.12 --platform manylinux2014_x86_64 -d .whl
-# then run it with carry [".pack", ".whl"], e.g. (environment variables override the defaults):
-#   WIDTH=0.5 MINUTES=6 SIGN_MINUTES=2 bash scripts/device_train.sh
-# and afterwards, here:
-#   cat <files_at>/weights.part* > run.safetensors
-#   rnncodec export run.safetensors -o NAME.safetensors
+# then run it with carry [".pack", ".whl"]. Environment variables set what the arms share
+# (the defaults: stage 12's recipe, see the model card); each argument is one arm's own
+# settings, and the arms train side by side on the one GPU (two width-0.25 arms ran at
+# 180–215 patches/s each, the GPU 96–100% busy); no argument, one arm. Stage 12's first call:
+#   INIT=rgru-rs-w25 bash scripts/device_train.sh "--set lr=2e-4" "--set lr=5e-4 --set seed=1"
+# and afterwards, here, for arm N (a, b, ...):
+#   cat <files_at>/N.part* > N.safetensors
+#   rnncodec export N.safetensors -o NAME.safetensors
 #
-# Two phases: the paper's stochastic bits for MINUTES, then SIGN_MINUTES with the sign bits
-# used at inference (binarize=sign), which on the CPU raised validation MS-SSIM after one
-# iteration from 0.769 to 0.798 in 400 steps (see the model card). PATCH sets the crop size:
-# 64 or 128 px in place of the paper's 32 raised it again in stage 7 (the networks learn the
-# context they see in whole images); the bank holds BANK × 3 × PATCH² bytes on the GPU, so
-# scale BANK down with it (3,000,000 at 32 px is 9.2 GB; 200,000 at 128 px is 9.8 GB).
-# MS_SSIM adds that weight × (1 − MS-SSIM) to the L1 loss (3 in stage 9; PATCH ≥ 48 px).
+# BINARIZE=sign (the default) trains on the bits that coding uses; "stochastic" is the paper's
+# random bits, for a model from scratch (see the model card's stages 2 and 3). PATCH sets the
+# crop size; the bank holds BANK × 3 × PATCH² bytes on the GPU per arm, so scale BANK down
+# with it (3,000,000 at 32 px is 9.2 GB; 100,000 at 128 px is 4.9 GB). MS_SSIM adds that
+# weight × (1 − MS-SSIM) to the L1 loss (PATCH ≥ 48 px).
 set -u
 export PYTHONUNBUFFERED=1
 OUT=${OUT:?set OUT to a folder for the results}
@@ -27,23 +28,32 @@ if [ -d .whl ]; then
     python3 -m pip install -q --no-index --no-deps --no-cache-dir --target /tmp/site .whl/*.whl
 fi
 export PYTHONPATH=/tmp/site:$PWD/src
-rnncodec() { python3 -c "from rnncodec.cli import main; main()" "$@"; }
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 
-common=(--data .pack --set width=${WIDTH:-0.5} --set patch=${PATCH:-32} --set batch=${BATCH:-512}
-        --set bank=${BANK:-3000000} --set warmup=${WARMUP:-200} --set steps=1000000
-        --set val_every=${VAL_EVERY:-200} --set amp=${AMP:-false} --set ms_ssim=${MS_SSIM:-0})
-rnncodec train --out /tmp/run "${common[@]}" --set lr=${LR:-5e-4} \
-    --set minutes=${MINUTES:-6} --set init=${INIT:-} 2>&1 | tee "$OUT/train.log"
-last=/tmp/run/model.safetensors
-if [ "${SIGN_MINUTES:-0}" != 0 ] && [ -f "$last" ]; then
-    rnncodec train --out /tmp/run-sign "${common[@]}" --set lr=${SIGN_LR:-2e-4} \
-        --set minutes=$SIGN_MINUTES --set init=$last --set binarize=sign 2>&1 \
-        | tee "$OUT/train-sign.log"
-    [ -f /tmp/run-sign/model.safetensors ] && last=/tmp/run-sign/model.safetensors
-fi
-cp /tmp/run/log.csv "$OUT/log.csv" 2>/dev/null
-cp /tmp/run-sign/log.csv "$OUT/log-sign.csv" 2>/dev/null
-# the device returns files of at most 16 MiB: fp16 weights of a width-0.5 model are 16.9 MB
-[ -f "$last" ] && split -b 15M -d "$last" "$OUT/weights.part"
+minutes=${MINUTES:-8}
+common=(--data .pack --set width=${WIDTH:-0.25} --set patch=${PATCH:-128} --set batch=${BATCH:-32}
+        --set bank=${BANK:-100000} --set warmup=${WARMUP:-50} --set steps=1000000
+        --set val_every=${VAL_EVERY:-200} --set amp=${AMP:-false} --set ms_ssim=${MS_SSIM:-3}
+        --set lr=${LR:-5e-4} --set minutes=$minutes --set init=${INIT:-}
+        --set binarize=${BINARIZE:-sign} --set iterations=${ITERATIONS:-8})
+[ $# -eq 0 ] && set -- ""
+names=(a b c d e f)
+for i in $(seq 0 $(($# - 1))); do
+    arm=${names[$i]}
+    args=(${@:$((i + 1)):1})  # this arm's own --set options, split on spaces
+    # the clock starts after loading the photos (half a minute): a stuck arm is stopped in
+    # time to bring back what the others made, and its log
+    limit=$(python3 -c "print(round($minutes * 60 + 100))")
+    timeout $limit python3 -c "from rnncodec.cli import main; main()" train --out /tmp/$arm \
+        "${common[@]}" "${args[@]}" > "$OUT/$arm.log" 2>&1 &
+done
+wait
+for i in $(seq 0 $(($# - 1))); do
+    arm=${names[$i]}
+    cp /tmp/$arm/log.csv "$OUT/$arm-log.csv" 2>/dev/null
+    # the device returns files of at most 16 MiB: fp16 weights of a width-0.5 model are 16.9 MB
+    w=/tmp/$arm/model.safetensors
+    [ -f $w ] && split -b 15M -d $w "$OUT/$arm.part"
+    tail -n 3 "$OUT/$arm.log"
+done
 ls -la "$OUT"
