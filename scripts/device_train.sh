@@ -16,6 +16,8 @@
 #   cat <files_at>/N.part* > N.safetensors
 #   rnncodec export N.safetensors -o NAME.safetensors
 #
+# A WIDTH above INIT's grows those weights into the wider model, which starts from what they
+# compute (`frameworks.grow`), e.g. WIDTH=0.5 INIT=rgru-rs-w25 (16.9 MB fp16, still shippable).
 # BINARIZE=sign (the default) trains on the bits that coding uses; "stochastic" is the paper's
 # random bits, for a model from scratch (see the model card's stages 2 and 3). PATCH sets the
 # crop size; the bank holds BANK × 3 × PATCH² bytes on the GPU per arm, so scale BANK down

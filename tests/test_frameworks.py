@@ -10,6 +10,7 @@ from rnncodec.frameworks import (
     FRAMEWORKS,
     ModelConfig,
     RNNCompressor,
+    grow,
     ms_ssim_loss,
     residual_loss,
 )
@@ -210,3 +211,34 @@ def test_ms_ssim_loss_is_the_evaluation_metric_on_large_patches() -> None:
     recon = image + 0.05 * torch.randn_like(image)
     expected = 1 - ms_ssim_tensor(recon + 0.5, image + 0.5, 1.0).mean()
     assert ms_ssim_loss(image, [recon]).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize(("cell", "framework"), [("residual-gru", "residual-scaling"),
+                                                 ("gru", "additive"), ("lstm", "one-shot")])
+def test_grow_keeps_what_the_narrower_model_computes(cell: str, framework: str) -> None:
+    torch.manual_seed(0)
+    small = RNNCompressor(ModelConfig(cell, framework, TINY_WIDTH)).eval()
+    for p in small.parameters():  # weights far from the initialisation, as after training
+        p.data.normal_(0, 0.2)
+    wide = RNNCompressor(ModelConfig(cell, framework, 0.0625)).eval()  # 2-4 times the channels
+    grow(small, wide)
+    x = _image()
+    with torch.no_grad():
+        for a, b in zip(small(x, 3, False), wide(x, 3, False)):
+            assert torch.allclose(a, b, atol=1e-6)
+        assert not torch.allclose(small(x, 1, False)[0], RNNCompressor(wide.config).eval()(
+            x, 1, False)[0], atol=1e-3)  # a fresh wide model computes something else
+    assert sum(p.numel() for p in wide.parameters()) > sum(p.numel() for p in small.parameters())
+
+
+@pytest.mark.parametrize(("small", "wide", "match"), [
+    (ModelConfig("assoc-lstm", width=TINY_WIDTH), ModelConfig("assoc-lstm", width=0.0625),
+     "cannot grow"),
+    (ModelConfig(width=0.0625), ModelConfig(width=TINY_WIDTH), "only the width"),
+    (ModelConfig(width=TINY_WIDTH), ModelConfig(framework="additive", width=0.0625),
+     "only the width"),
+])
+def test_grow_refuses_what_it_cannot_keep(small: ModelConfig, wide: ModelConfig,
+                                          match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        grow(RNNCompressor(small), RNNCompressor(wide))

@@ -533,7 +533,15 @@ def test_a_run_can_start_from_shipped_weights(photos: Path, tmp_path: Path) -> N
     from rnncodec.errors import ModelError
 
     with pytest.raises(ModelError, match="not this run's"):
-        train(_config(photos, tmp_path / "c", width=0.1, init=str(first)))
+        train(_config(photos, tmp_path / "c", width=TINY_WIDTH / 2, init=str(first)))
+    # a wider run grows the weights (frameworks.grow): the same reconstructions to start with
+    wide = zoo.load_model(str(train(_config(photos, tmp_path / "d", steps=0, width=0.0625,
+                                            init=str(first))))).net
+    x = torch.rand(1, 3, 32, 32) - 0.5
+    with torch.no_grad():
+        a, b = zoo.load_model(str(first)).net.float()(x, 2, False), wide.float()(x, 2, False)
+    assert all(torch.allclose(p, q, atol=2e-3) for p, q in zip(a, b))
+    assert wide.config.width == 0.0625
 
 
 class _Terminal(io.StringIO):

@@ -114,6 +114,40 @@ class RNNCompressor(nn.Module):
         return recons
 
 
+@torch.no_grad()
+def grow(src: RNNCompressor, dst: RNNCompressor) -> None:
+    """Copy a model into a wider one of the same cell and framework so that ``dst`` computes
+    what ``src`` does (Net2Net's idea, Chen et al. 2016): a wide run then starts from trained
+    weights instead of from scratch, which a short GPU lease cannot make up for.
+
+    Every old channel keeps its place (each gate block of a cell's convolutions in turn; the
+    depth-to-space groups of 4 channels stay in front), old outputs read nothing from new
+    inputs, and new channels keep ``dst``'s fresh initialisation; they start to matter once
+    training moves their zero outgoing weights. Only cells whose gates are whole blocks of the
+    hidden size can grow (not the associative LSTM, whose memory is in complex halves).
+    """
+    a, b = src.config, dst.config
+    if replace(a, width=b.width) != b or a.width > b.width:
+        raise ValueError(f"cannot grow a {a} into a {b}: only the width may grow")
+    gates = CELLS[a.cell].gate_factor
+    if gates != int(gates):
+        raise ValueError(f"a {a.cell} cell cannot grow (its gates are not whole channel blocks)")
+    new = dst.state_dict()
+    for key, old in src.state_dict().items():
+        out = new[key].clone()
+        blocks = int(gates) if ".conv_x." in key or ".conv_h." in key else 1
+        h_old, h_new = old.shape[0] // blocks, out.shape[0] // blocks
+        rows = torch.tensor([q * h_new + j for q in range(blocks) for j in range(h_old)])
+        if old.dim() > 1:  # a convolution's weight: old rows read the old inputs alone
+            part = torch.zeros_like(out[rows])
+            part[:, : old.shape[1]] = old
+            out[rows] = part
+        else:
+            out[rows] = old
+        new[key] = out
+    dst.load_state_dict(new)
+
+
 def residual_loss(image: Tensor, recons: list[Tensor]) -> Tensor:
     """The paper's objective: the mean L1 norm of every iteration's residual."""
     return torch.stack([(image - r).abs().mean() for r in recons]).mean()

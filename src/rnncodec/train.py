@@ -9,7 +9,8 @@ logs beside log.csv (``pip install rnncodec[train]``), ``bank`` cuts patches on 
 instead of on the CPU per step; ``binarize=sign`` trains on the bits that coding uses instead
 of the paper's random ones, a ``patch`` of 64 or 128 px instead of the paper's 32 shows the
 networks the context they have in whole images, and ``ms_ssim`` adds 1 − MS-SSIM, the metric
-the codec is judged by, to the paper's L1 loss.
+the codec is judged by, to the paper's L1 loss. ``init`` starts from trained weights, those of a
+narrower model too: they grow into the run's width (``frameworks.grow``), computing the same.
 Several GPUs train data-parallel (DDP) under torchrun; each rank draws ``batch`` patches, so the
 effective batch is ``batch`` × ranks::
 
@@ -42,7 +43,7 @@ from .entropy import PRIOR_KEY
 from .entropy.context import fit_prior
 from .entropy.neural import ContextNet, code_length, quantize, training_batch
 from .errors import InputMissingError, ModelError
-from .frameworks import ModelConfig, RNNCompressor, ms_ssim_loss, residual_loss
+from .frameworks import ModelConfig, RNNCompressor, grow, ms_ssim_loss, residual_loss
 from .images import list_images, load_image
 from .metrics import ms_ssim_tensor
 from .zoo import load_model, save_weights
@@ -78,7 +79,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the training forward
     device: str = "auto"  # cuda if available, else cpu
     tensorboard: bool = False  # also log to <out>/tensorboard
-    init: str = ""  # start from these weights (a model name or .safetensors) unless resuming
+    init: str = ""  # start from these weights (a name or .safetensors; narrower ones grow)
     bank: int = 0  # cut this many patches on the device once, then draw from them (0: per step)
     binarize: str = "stochastic"  # the paper's random bits, or "sign" as at inference
     ms_ssim: float = 0.0  # weight of 1 − MS-SSIM beside the L1 loss (0: the paper's L1 alone)
@@ -335,11 +336,16 @@ def train(cfg: TrainConfig) -> Path:
         step = state["step"]
         torch.set_rng_state(state["rng"])
         rng.setstate(state["py_rng"])
-    elif cfg.init:  # e.g. continue the shipped model
-        start = load_model(cfg.init).net
-        if start.config != model.config:
-            raise ModelError(f"{cfg.init} is a {start.config}, not this run's {model.config}")
-        model.load_state_dict(start.state_dict())
+    elif cfg.init:  # e.g. continue the shipped model, or grow it into a wider one
+        start = load_model(cfg.init).net.float()
+        try:
+            grow(start, model)
+        except ValueError as e:
+            raise ModelError(f"{cfg.init} is a {start.config}, not this run's {model.config} "
+                             f"({e})") from None
+        if start.config.width != cfg.width and rank == 0:
+            print(f"grown from width {start.config.width} to {cfg.width}: the same reconstructions "
+                  "to start with, the new channels' outgoing weights at zero", flush=True)
     if world > 1:  # each rank its own patches and binarizer noise, derived from the shared state
         rng.seed(rng.getrandbits(64) + rank)
         torch.manual_seed(rng.getrandbits(63))
