@@ -40,12 +40,12 @@ common=(--data .pack --set width=${WIDTH:-0.25} --set patch=${PATCH:-128} --set 
         --set binarize=${BINARIZE:-sign} --set iterations=${ITERATIONS:-8})
 [ $# -eq 0 ] && set -- ""
 names=(a b c d e f)
+# the clock starts after loading the photos (half a minute): a stuck arm is stopped in time
+# to bring back what the others made, and its log
+limit=$(python3 -c "print(round($minutes * 60 + 100))")
 for i in $(seq 0 $(($# - 1))); do
     arm=${names[$i]}
     args=(${@:$((i + 1)):1})  # this arm's own --set options, split on spaces
-    # the clock starts after loading the photos (half a minute): a stuck arm is stopped in
-    # time to bring back what the others made, and its log
-    limit=$(python3 -c "print(round($minutes * 60 + 100))")
     timeout $limit python3 -c "from rnncodec.cli import main; main()" train --out /tmp/$arm \
         "${common[@]}" "${args[@]}" > "$OUT/$arm.log" 2>&1 &
 done
