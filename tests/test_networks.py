@@ -17,8 +17,25 @@ def test_channel_scaling_is_even_and_at_least_8() -> None:
     assert _ch(512, 0.25) == 128
     for n in (64, 128, 256, 512):
         for w in (0.01, 0.03, 0.1, 0.33, 0.5, 1.7):
-            c = _ch(n, w)
-            assert c >= 8 and c % 2 == 0
+            for multiple in (2, 4):
+                c = _ch(n, w, multiple)
+                assert c >= 8 and c % multiple == 0
+
+
+@pytest.mark.parametrize("width", [0.1, 0.155, 0.3, 0.33, 0.7])
+def test_any_width_builds_and_decodes(width: float) -> None:
+    """Widths whose scaled counts are not multiples of 4 once crashed in depth-to-space."""
+    dec = Decoder("residual-gru", width)
+    out, _ = dec(torch.ones(1, BITS, 1, 2), [None] * 4)
+    assert out.shape == (1, 3, 16, 32)
+
+
+def test_decoder_channel_counts_of_working_widths_are_unchanged() -> None:
+    """Rounding the decoder to multiples of 4 must not change any width that already built."""
+    for w in [i / 200 for i in range(1, 801)]:
+        old = [max(8, 2 * round(n * w / 2)) for n in (512, 256, 128)]
+        if all(c % 4 == 0 for c in old):
+            assert [_ch(n, w, 4) for n in (512, 256, 128)] == old
 
 
 @pytest.mark.parametrize("cell", CELL_NAMES)

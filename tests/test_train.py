@@ -8,6 +8,8 @@ import io
 import itertools
 import os
 import random
+import re
+import shutil
 import sys
 import time
 from dataclasses import replace
@@ -22,13 +24,14 @@ from PIL import Image
 
 from rnncodec import codec, zoo
 from rnncodec.cli import main
-from rnncodec.errors import InputMissingError
+from rnncodec.errors import InputMissingError, ModelError
 from rnncodec.frameworks import ModelConfig, RNNCompressor, ms_ssim_loss
 from rnncodec.train import (
     TrainConfig,
     bank_batch,
     center_crops,
     draw_batch,
+    export,
     list_images,
     load_pool,
     patch_bank,
@@ -260,6 +263,32 @@ def test_resume_continues_from_the_checkpoint(photos: Path, tmp_path: Path) -> N
     train(_config(photos, out, steps=1, resume=False))
     assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 1
     assert [r[0] for r in _log_rows(out)] == ["2", "3", "1"]
+    with pytest.raises(ModelError, match="use another --out"):  # another model, same folder
+        train(_config(photos, out, steps=2, width=0.0625))
+    (out / "checkpoint.pt").write_bytes((out / "checkpoint.pt").read_bytes()[:500])
+    with pytest.raises(ModelError, match="not a usable rnncodec training checkpoint"):
+        train(_config(photos, out, steps=2))
+
+
+@pytest.mark.parametrize("content, why", [
+    (b"garbage", "not a file of tensors that torch.load reads safely"),
+    (b"junk", "unpack requires a buffer of 4 bytes"),
+    (torch.zeros(2), "it holds a Tensor, not a dict of settings and weights"),
+    ({"step": 1}, "it has no 'config' entry"),
+    ({"config": {"cell": "gru", "framework": "additive", "width": 0.03}, "model": {}},
+     "Error(s) in loading state_dict"),
+])
+def test_export_refuses_what_is_not_a_checkpoint(content: bytes | dict | torch.Tensor, why: str,
+                                                 tmp_path: Path) -> None:
+    path = tmp_path / "c.pt"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        torch.save(content, path)
+    with pytest.raises(ModelError, match=re.escape(f"{path} is not a usable rnncodec training "
+                                                   f"checkpoint: {why}")):
+        export(path, tmp_path / "x.safetensors", str(tmp_path), "x")
+    assert not (tmp_path / "x.safetensors").exists()
 
 
 def _tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -320,6 +349,8 @@ def test_cli_train_with_overrides(photos: Path, tmp_path: Path) -> None:
     (["batch=0"], 2, "batch, iterations and val_every must be at least 1"),
     (["ms_ssim=-1"], 2, "ms_ssim must be ≥ 0"),
     (["ms_ssim=1", "patch=32"], 2, "needs patches of at least 48 px"),
+    (["width=9"], 2, "width must be in (0, 4]"),
+    (["framework=jpeg"], 2, "unknown framework"),
 ])
 def test_cli_train_bad_settings(sets: list[str], code: int, match: str, photos: Path,
                                 tmp_path: Path) -> None:
@@ -331,6 +362,19 @@ def test_cli_train_bad_settings(sets: list[str], code: int, match: str, photos: 
     lines = r.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("rnncodec: error: ") and match in lines[0]
     assert "Traceback" not in r.output
+    assert not (tmp_path / "o").exists()  # nothing written for a run that cannot start
+
+
+def test_cli_train_names_a_photo_that_does_not_decode(photos: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(photos, data)
+    (data / "broken.jpg").write_bytes(b"not a jpeg")
+    r = CliRunner().invoke(main, ["train", "--data", str(data), "--out", str(tmp_path / "o")])
+    assert r.exit_code != 0 and "Traceback" not in r.output
+    bad = data / "broken.jpg"
+    assert r.stderr.splitlines() == [
+        f"rnncodec: error: cannot decode {bad} as an image: cannot identify image file '{bad}'"]
+    assert not (tmp_path / "o").exists()
 
 
 def test_cli_train_without_images(tmp_path: Path) -> None:
@@ -344,7 +388,6 @@ def test_cli_train_without_images(tmp_path: Path) -> None:
 
 def test_export_ships_fp16_weights_with_both_entropy_tables(photos: Path, tmp_path: Path) -> None:
     from rnncodec.entropy import PRIOR_KEY, make_coder
-    from rnncodec.train import export
 
     out = tmp_path / "run"
     train(_config(photos, out))
@@ -530,8 +573,6 @@ def test_a_run_can_start_from_shipped_weights(photos: Path, tmp_path: Path) -> N
     cfg = _config(photos, tmp_path / "b", steps=0, init=str(first))
     second = zoo.load_model(str(train(cfg))).net.state_dict()
     assert all(torch.equal(start[k], second[k]) for k in start)  # 0 steps: the same weights
-    from rnncodec.errors import ModelError
-
     with pytest.raises(ModelError, match="not this run's"):
         train(_config(photos, tmp_path / "c", width=TINY_WIDTH / 2, init=str(first)))
     # a wider run grows the weights (frameworks.grow): the same reconstructions to start with

@@ -15,9 +15,13 @@ from .cells import State, make_cell
 BITS = 32  # bits per 16×16 block per iteration
 
 
-def _ch(n: int, width: float) -> int:
-    """Scale a channel count, keeping it even (the associative LSTM needs pairs) and ≥ 8."""
-    return max(8, 2 * round(n * width / 2))
+def _ch(n: int, width: float, multiple: int = 2) -> int:
+    """Scale a channel count to a multiple of ``multiple`` and at least 8.
+
+    Even by default (the associative LSTM needs pairs); the decoder asks for multiples of 4,
+    which depth-to-space needs. Every width that built before keeps its channel counts.
+    """
+    return max(8, multiple * round(n * width / multiple))
 
 
 class Encoder(nn.Module):
@@ -75,7 +79,7 @@ class Decoder(nn.Module):
 
     def __init__(self, cell: str, width: float = 1.0) -> None:
         super().__init__()
-        c512, c256, c128 = _ch(512, width), _ch(256, width), _ch(128, width)
+        c512, c256, c128 = (_ch(n, width, 4) for n in (512, 256, 128))
         self.conv_in = nn.Conv2d(BITS, c512, 1, bias=False)
         self.rnns = nn.ModuleList([
             make_cell(cell, c512, c512, hidden_kernel=1),

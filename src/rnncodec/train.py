@@ -24,7 +24,9 @@ import hashlib
 import io
 import math
 import os
+import pickle
 import random
+import struct
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -98,6 +100,10 @@ class TrainConfig:
         if self.ms_ssim < 0 or (self.ms_ssim and self.patch < MS_SSIM_MIN_PATCH):
             raise ValueError(f"ms_ssim must be ≥ 0, and needs patches of at least "
                              f"{MS_SSIM_MIN_PATCH} px (MS-SSIM downsamples four times)")
+        self.model_config()  # a bad cell, framework or width fails here, before data loads
+
+    def model_config(self) -> ModelConfig:
+        return ModelConfig(self.cell, self.framework, self.width)
 
 
 def pack_name(path: Path, root: str | Path) -> str:
@@ -120,10 +126,10 @@ def split_photos(paths: list[Path], root: str | Path, n_val: int) -> tuple[list[
 def load_pool(paths: list[Path], min_side: int = 128) -> list[Tensor]:
     """Decode every photo once into uint8 3×H×W tensors (1,500 photos are under 1 GB).
 
-    Photos smaller than ``min_side`` (a few thumbnails in ImageNet samples) are skipped.
+    Photos smaller than ``min_side`` (a few thumbnails in ImageNet samples) are skipped; a file
+    that does not decode stops the run with an ImageError naming it (before any step is taken).
     """
-    pool = [torch.from_numpy(np.asarray(Image.open(p).convert("RGB")).copy()).permute(2, 0, 1)
-            for p in paths]
+    pool = [torch.from_numpy(load_image(p)[0].copy()).permute(2, 0, 1) for p in paths]
     return [t for t in pool if min(t.shape[1:]) >= min_side]
 
 
@@ -239,6 +245,38 @@ def save_checkpoint(path: Path, model: RNNCompressor, opt: torch.optim.Optimizer
     os.replace(tmp, path)
 
 
+# How torch.load and loading a state fail on other files: unpickling, zip and struct errors
+# among others, with no common base class below Exception.
+CHECKPOINT_ERRORS = (pickle.UnpicklingError, struct.error, EOFError, OSError, RuntimeError,
+                     ValueError, KeyError, TypeError)
+
+
+def load_checkpoint(path: Path) -> tuple[dict, RNNCompressor]:
+    """A checkpoint from ``save_checkpoint`` and its model with the weights loaded.
+
+    Anything else (another file, a truncated or foreign checkpoint) is a ModelError saying so.
+    """
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+        if not isinstance(state, dict):
+            raise TypeError(f"it holds a {type(state).__name__}, not a dict of settings and weights")
+        cfg = state["config"]
+        model = RNNCompressor(ModelConfig(cfg["cell"], cfg["framework"], cfg["width"]))
+        model.load_state_dict(state["model"])
+        return state, model
+    except CHECKPOINT_ERRORS as e:
+        raise ModelError(f"{path} is not a usable rnncodec training checkpoint: "
+                         f"{_checkpoint_problem(e)}") from None
+
+
+def _checkpoint_problem(e: Exception) -> str:
+    if isinstance(e, pickle.UnpicklingError):  # torch's own text here suggests unsafe loading
+        return "not a file of tensors that torch.load reads safely"
+    if isinstance(e, KeyError):
+        return f"it has no {e} entry"
+    return (str(e).splitlines() or [type(e).__name__])[0]
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -312,8 +350,6 @@ def train(cfg: TrainConfig) -> Path:
     alone validates, logs and writes the checkpoint and weights.
     """
     rank, world, dev = setup_distributed(cfg.device)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(cfg.seed)
     torch.manual_seed(cfg.seed)
     paths = list_images(cfg.data)
@@ -326,12 +362,16 @@ def train(cfg: TrainConfig) -> Path:
         raise InputMissingError(f"need photos of at least 128×128 pixels under {cfg.data}")
     side = min([cfg.val_crop] + [min(v.shape[1:]) for v in val_pool]) // 16 * 16  # small photos
     val = center_crops(val_pool, side).to(dev)
-    model = RNNCompressor(ModelConfig(cfg.cell, cfg.framework, cfg.width)).to(dev)
+    model = RNNCompressor(cfg.model_config()).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    out = Path(cfg.out)
     step, ckpt = 0, out / "checkpoint.pt"
     if cfg.resume and ckpt.exists():
-        state = torch.load(ckpt, weights_only=True, map_location="cpu")
-        model.load_state_dict(state["model"])
+        state, saved = load_checkpoint(ckpt)
+        if saved.config != model.config:
+            raise ModelError(f"{ckpt} is a {saved.config} run, not this run's {model.config}: "
+                             "use another --out, or --set resume=false to start over")
+        model.load_state_dict(saved.state_dict())
         opt.load_state_dict(state["opt"])
         step = state["step"]
         torch.set_rng_state(state["rng"])
@@ -346,6 +386,7 @@ def train(cfg: TrainConfig) -> Path:
         if start.config.width != cfg.width and rank == 0:
             print(f"grown from width {start.config.width} to {cfg.width}: the same reconstructions "
                   "to start with, the new channels' outgoing weights at zero", flush=True)
+    out.mkdir(parents=True, exist_ok=True)  # only once data, settings and weights proved usable
     if world > 1:  # each rank its own patches and binarizer noise, derived from the shared state
         rng.seed(rng.getrandbits(64) + rank)
         torch.manual_seed(rng.getrandbits(63))
@@ -432,10 +473,7 @@ def export(checkpoint: Path, out: Path, data: str, name: str, images: int = 32,
     if checkpoint.suffix == ".safetensors":  # a run's weights alone (all a lent GPU may return)
         model = load_model(str(checkpoint)).net
     else:
-        state = torch.load(checkpoint, weights_only=True)
-        cfg = state["config"]
-        model = RNNCompressor(ModelConfig(cfg["cell"], cfg["framework"], cfg["width"]))
-        model.load_state_dict(state["model"])
+        model = load_checkpoint(checkpoint)[1]
     save_weights(model, out, name)
     loaded = load_model(str(out))
     paths = list_images(data)
