@@ -23,13 +23,15 @@ of a k-iteration encode or decode (the encode's entropy coding, which follows, l
 decode's, which comes first, included).
 
 The 12-megapixel model case is slow on a small CPU. On the 2-core development box (2 torch
-threads; the networks run on one thread per tile, two tiles at a time) the tiled 16-iteration
-encode took 127 s and the decode 86 s; the compress process peaked at 1,425 MiB in all
-(1,160 MiB over its RSS after warm-up), the decompress one at 1,149 MiB (884 MiB). One tile at
-a time with intra-op threads instead (before pixels were made independent of the thread count)
-the encode took 139 s and the decode 102 s, at 936 and 793 MiB. Untiled
-(--tile 0; one torch thread, the CPU shared with a training run) the encode took 528 s and the
-decode 350 s, with 6.5 GB of extra RSS. Use --size for a smaller generated image (or 'none').
+threads; the networks run on one thread per tile, two tiles at a time), with the stage-12
+weights and the default `best` coder (which tries every coder on each iteration), the tiled
+16-iteration encode took 160 s and the decode 90 s; the compress process peaked at 1,438 MiB
+in all (1,172 MiB over its RSS after warm-up), the decompress one at 1,151 MiB (886 MiB).
+Earlier measurements, with the stage-2 weights and the neural coder alone: tiled, 127 s and
+86 s; one tile at a time with intra-op threads (before pixels were made independent of the
+thread count), 139 s and 102 s at 936 and 793 MiB; untiled (--tile 0; one torch thread, the
+CPU shared with a training run), 528 s and 350 s with 6.5 GB of extra RSS. Use --size for a
+smaller generated image (or 'none').
 """
 
 from __future__ import annotations

@@ -17,7 +17,10 @@
 #   rnncodec export N.safetensors -o NAME.safetensors
 #
 # A WIDTH above INIT's grows those weights into the wider model, which starts from what they
-# compute (`frameworks.grow`), e.g. WIDTH=0.5 INIT=rgru-rs-w25 (16.9 MB fp16, still shippable).
+# compute (`frameworks.grow`), e.g. WIDTH=0.5 INIT=rgru-rs-w25 (16.9 MB fp16), or WIDTH=0.6, the
+# widest under the 25 MB (24.3 MB). On the 2-core CPU a training step of width 0.5 took
+# 2.7 times as long per patch as width 0.25, width 0.6 3.9 times (train_throughput.py, 32-px
+# patches); on a GPU, unmeasured.
 # BINARIZE=sign (the default) trains on the bits that coding uses; "stochastic" is the paper's
 # random bits, for a model from scratch (see the model card's stages 2 and 3). PATCH sets the
 # crop size; the bank holds BANK × 3 × PATCH² bytes on the GPU per arm, so scale BANK down
@@ -46,6 +49,7 @@ limit=$(python3 -c "print(round($minutes * 60 + 100))")
 for i in $(seq 0 $(($# - 1))); do
     arm=${names[$i]}
     args=(${@:$((i + 1)):1})  # this arm's own --set options, split on spaces
+    rm -rf /tmp/$arm  # a warm machine keeps /tmp: never resume or return an earlier call's arm
     timeout $limit python3 -c "from rnncodec.cli import main; main()" train --out /tmp/$arm \
         "${common[@]}" "${args[@]}" > "$OUT/$arm.log" 2>&1 &
 done
