@@ -191,6 +191,26 @@ def test_bd_rate_on_known_curves() -> None:
     assert report.bd_rate(points, "jpeg-420", PSNR) == pytest.approx(0, abs=1e-9)
 
 
+def test_equal_quality_rates_read_the_anchor_between_its_points() -> None:
+    def pt(name: str, setting: int, bpp: float, q: float, image: str = "a") -> results.Point:
+        return results.Point(name, setting, image, "", 8, 8, 1, bpp, ms_ssim=q)
+
+    jpeg = [pt("jpeg-420", 50, 0.5, 0.90), pt("jpeg-420", 90, 1.0, 0.95)]
+    ours = [pt("rnn", 1, 0.6, 0.925), pt("rnn", 2, 0.8, 0.99),  # 0.99: beyond JPEG's range
+            pt("rnn", 3, 0.2, 0.90), pt("rnn", 3, 0.4, 0.95, image="b")]  # means 0.3 / 0.925
+    rates = report.equal_quality_rates(jpeg + ours, "rnn")
+    assert rates[1] == pytest.approx(-20.0)  # JPEG needs 0.75 bpp for 0.925
+    assert math.isnan(rates[2])
+    assert rates[3] == pytest.approx(-60.0)  # means over images, then the comparison
+    assert report.equal_quality_rates(jpeg, "jpeg-420") == {50: 0.0, 90: 0.0}
+    assert all(math.isnan(v) for v in report.equal_quality_rates(ours, "rnn").values())
+
+
+def test_speed_keeps_digits_for_slow_encoders() -> None:
+    megapixel = results.Point("a", 1, "a", "", 1000, 1000, 1, 1.0)
+    assert [report.mp_per_s(megapixel, s) for s in (2.0, 400.0, None)] == ["0.50", "0.0025", "–"]
+
+
 def test_meter_sees_memory_outside_python() -> None:
     if not peak_rss_supported():
         pytest.skip("peak RSS cannot be reset on this platform")
