@@ -163,7 +163,8 @@ def main() -> None:
                    f"megapixels ({SEARCH_TILE_PIXELS / 1e6:.1f} with --effort), else none.")
 @click.option("--effort", type=click.IntRange(min=0), default=0, show_default=True,
               help="Search for better bits than the encoder's in the first N iterations "
-                   "(2: better quality at low rates, encoding several times slower); any "
+                   "(2: better quality at low rates, encoding several times slower; each "
+                   "further iteration searched takes as long as the first, for less gain); any "
                    "decoder reads the result.")
 @pixels_opt
 @force_opt
