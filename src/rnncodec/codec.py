@@ -301,7 +301,8 @@ def compress(image: ImageSource, *, iterations: int | None = None, bpp: float | 
     ``effort=2`` raised MS-SSIM by 0.009 after 1 iteration and 0.003 after 2 for 1.1% and 0.9%
     more bytes, and encoded 2 iterations in 34 s instead of 1.2 s; ``effort=8`` added 0.0004
     after 8 iterations (0.0002 more than ``effort=2``) and took 134 s instead of 4. The files
-    decode as any other. With a search, ``tile=None`` tiles images over about 0.5 megapixels, for memory.
+    decode as any other. With a search, ``tile=None`` tiles images over about 0.5 megapixels,
+    for memory.
     """
     if effort < 0:
         raise ValueError("effort must be at least 0")

@@ -24,7 +24,7 @@ import os
 import warnings
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -156,15 +156,14 @@ def equal_quality_rates(points: Sequence[Point], codec: str, metric: Metric = ME
     The pointwise reading of a target such as "files 25% smaller than JPEG at equal MS-SSIM",
     where BD-rate averages over a whole range.
     """
-    known = sorted((m.bpp, getattr(m, metric.key)) for m in setting_means(points, anchor)
-                   if getattr(m, metric.key) is not None)
-    rates, quality = _increasing((np.array([b for b, _ in known]), np.array([q for _, q in known])))
+    rates, quality = _increasing(rd_points(points, anchor, replace(metric, decibels=False)))
     out = {}
     for m in setting_means(points, codec):
         q = getattr(m, metric.key)
-        inside = len(quality) > 1 and q is not None and quality[0] <= q <= quality[-1]
-        out[m.setting] = 100 * (m.bpp / float(np.interp(q, quality, rates)) - 1) if inside \
-            else math.nan
+        if len(quality) > 1 and q is not None and quality[0] <= q <= quality[-1]:
+            out[m.setting] = 100 * (m.bpp / float(np.interp(q, quality, rates)) - 1)
+        else:
+            out[m.setting] = math.nan
     return out
 
 
@@ -280,9 +279,9 @@ def _operating_points(results: Results) -> list[str]:
                  _fmt(p.encode_s), _fmt(p.decode_s), mib(p.encode_peak_rss),
                  mib(p.decode_peak_rss)] for p in setting_means(results.points, c.name)]
         lines += [f"### {c.label}", "", f"`{c.name}`: {c.version}", "",
-                  *md_table([c.setting_name, "bpp", f"vs {anchor} (%)", "MS-SSIM", "MS-SSIM dB", "MS-SSIM luma",
-                             "PSNR", "PSNR-HVS", "encode s", "decode s", "encode MiB",
-                             "decode MiB"], rows)]
+                  *md_table([c.setting_name, "bpp", f"vs {anchor} (%)", "MS-SSIM", "MS-SSIM dB",
+                             "MS-SSIM luma", "PSNR", "PSNR-HVS", "encode s", "decode s",
+                             "encode MiB", "decode MiB"], rows)]
     return lines
 
 
