@@ -33,13 +33,13 @@ def _chunk_bytes(height: int, width: int) -> int:
 @pytest.mark.parametrize("h, w", [(1, 1), (17, 33), (4000, 8), (8, 4000), (40, 56)])
 def test_odd_sizes_round_trip(h: int, w: int, tiny_model: str) -> None:
     a = gradient_image(h, w, seed=h * w)
-    raw = codec.compress(a, iterations=2, model=tiny_model, coder="raw")
+    raw = codec.compress(a, iterations=2, model=tiny_model, coder="raw", postfilter=False)
     assert len(raw) == parse(raw).header_size + 2 * _chunk_bytes(h, w)
     decoded = np.asarray(codec.decompress(raw, model=tiny_model))
     sizes = {}
     for coder in CODERS:
         data = raw if coder == "raw" else codec.compress(a, iterations=2, model=tiny_model,
-                                                          coder=coder)
+                                                          coder=coder, postfilter=False)
         img = codec.decompress(data, model=tiny_model)
         assert img.size == (w, h) and img.mode == "RGB"
         assert np.array_equal(np.asarray(img), decoded)  # the coder is lossless
@@ -185,7 +185,7 @@ def test_encoder_and_decoder_agree_bit_for_bit(rgb: np.ndarray, tiny_model: str)
     loaded = zoo.load_model(tiny_model)
     steps = iterate_codes(loaded, rgb)
     encoder_side = [to_array(next(steps)[1], *rgb.shape[:2]) for _ in range(6)]
-    data = codec.compress(rgb, iterations=6, model=tiny_model)
+    data = codec.compress(rgb, iterations=6, model=tiny_model, postfilter=False)
     for enc, dec in zip(encoder_side, codec.decode_iterations(data, model=tiny_model),
                         strict=True):
         assert np.array_equal(enc, np.asarray(dec))
@@ -197,7 +197,7 @@ def test_encoder_and_decoder_agree_bit_for_bit(rgb: np.ndarray, tiny_model: str)
 def test_fixed_iterations_and_default(rgb: np.ndarray, tiny_model: str) -> None:
     per_chunk = _chunk_bytes(*rgb.shape[:2])
     for n in (1, 5):
-        data = codec.compress(rgb, iterations=n, model=tiny_model, coder="raw")
+        data = codec.compress(rgb, iterations=n, model=tiny_model, coder="raw", postfilter=False)
         i = codec.info(data)
         assert i.iterations == n
         header = parse(data).header_size
@@ -212,12 +212,13 @@ def test_fixed_iterations_and_default(rgb: np.ndarray, tiny_model: str) -> None:
 def test_bpp_target_is_the_most_iterations_within_budget(bpp: float, coder: str, rgb: np.ndarray,
                                                          tiny_model: str) -> None:
     pixels = rgb.shape[0] * rgb.shape[1]
-    data = codec.compress(rgb, bpp=bpp, model=tiny_model, coder=coder)
+    data = codec.compress(rgb, bpp=bpp, model=tiny_model, coder=coder, postfilter=False)
     n = codec.info(data).iterations
     assert n >= 1
     assert len(data) * 8 <= bpp * pixels or n == 1
     assert n > 1 or bpp < 1  # the larger budgets do hold several iterations
-    longer = codec.compress(rgb, iterations=n + 1, model=tiny_model, coder=coder)
+    longer = codec.compress(rgb, iterations=n + 1, model=tiny_model, coder=coder,
+                            postfilter=False)
     assert len(longer) * 8 > bpp * pixels  # one more iteration would exceed it
     assert longer.startswith(data)  # embedded: the bpp file is a prefix of the longer one
 
@@ -377,7 +378,8 @@ def test_truncate_by_iterations_and_bpp(rnnc: bytes, rgb: np.ndarray, tiny_model
         assert len(cut) * 8 <= bpp * pixels or n == 1
         assert n == len(c.chunks) or c.size_after(n + 1) * 8 > bpp * pixels
         # the same as compressing to that bpp directly (the stream is embedded)
-        assert cut == codec.compress(rgb, bpp=bpp, model=tiny_model)[: len(cut)]
+        assert cut == codec.compress(rgb, bpp=bpp, model=tiny_model,
+                                     postfilter=False)[: len(cut)]
     assert len(parse(codec.truncate(rnnc, bpp=0.001)).chunks) == 1
     path = tmp_path / "f.rnnc"
     path.write_bytes(rnnc)

@@ -105,7 +105,7 @@ def test_rnn_points_are_real_truncated_files(make_image: MakeImage, tiny_model: 
     rgb = make_image(40, 56, seed=7)
     coded = list(rnn_codec(tiny_model, 3).run(rgb, [1, 2, 3]))
     for c in coded:
-        direct = codec.compress(rgb, iterations=c.setting, model=tiny_model)
+        direct = codec.compress(rgb, iterations=c.setting, model=tiny_model, postfilter=False)
         assert c.data == direct  # same bytes as encoding k iterations from scratch
         decoded = codec.decompress(direct, model=tiny_model).convert("RGB")
         assert np.array_equal(c.decoded, np.asarray(decoded))
@@ -118,7 +118,25 @@ def test_effort_is_a_codec_of_its_own(make_image: MakeImage, tiny_model: str) ->
     assert searched.name == plain.name + "@effort1" and searched.identity != plain.identity
     assert "effort 1" in searched.label
     (coded,) = [c for c in searched.run(rgb, [2])]
-    assert coded.data == codec.compress(rgb, iterations=2, model=tiny_model, effort=1)
+    assert coded.data == codec.compress(rgb, iterations=2, model=tiny_model, effort=1,
+                                        postfilter=False)
+
+
+def test_filter_is_a_codec_of_its_own(make_image: MakeImage, tiny_model: str,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from rnncodec import postfilter
+
+    monkeypatch.setattr(postfilter, "worth", lambda *a: True)
+    rgb = make_image(postfilter.MIN_SIDE, 170, seed=7)
+    plain, filtered = rnn_codec(tiny_model, 2), rnn_codec(tiny_model, 2, postfilter=True)
+    assert filtered.name == plain.name + "+filter" and filtered.identity != plain.identity
+    assert "filter 5×5, least squares" in filtered.identity
+    for c in filtered.run(rgb, [1, 2]):  # a file per setting, each with its own filter
+        assert c.data == codec.compress(rgb, iterations=c.setting, model=tiny_model)
+        assert codec.info(c.data).filtered and codec.info(c.data).iterations == c.setting
+        assert np.array_equal(c.decoded, np.asarray(codec.decompress(c.data, model=tiny_model)))
+    names = [c.name for c in build_codecs([tiny_model], [], efforts=(0, 1), filtered=3)]
+    assert names == [plain.name, plain.name + "@effort1", plain.name + "+filter"]
 
 
 def test_bpp_counts_the_whole_file(image_dir: Path, tiny_model: str) -> None:
@@ -132,7 +150,7 @@ def test_bpp_counts_the_whole_file(image_dir: Path, tiny_model: str) -> None:
     assert p.bpp == pytest.approx(len(jpeg) * 8 / (72 * 48))
     r = next(p for p in points if p.codec.startswith("rnncodec:") and p.setting == 2
              and p.image == "img0.png")
-    assert r.bytes == len(codec.compress(rgb, iterations=2, model=tiny_model))
+    assert r.bytes == len(codec.compress(rgb, iterations=2, model=tiny_model, postfilter=False))
 
 
 def test_cache_skips_work_already_done(image_dir: Path, make_image: MakeImage, tmp_path: Path,

@@ -60,7 +60,7 @@ def test_layout_matches_the_spec() -> None:
     h = _header(gray=True, width=0x0102, height=0x0304, coder=0)
     raw = h.pack()
     assert raw[:4] == MAGIC == b"RNNC"
-    assert raw[4] == 1 and VERSION == 2  # untiled images keep version 1 (see test_tiling.py)
+    assert raw[4] == 1 and VERSION == 3  # untiled images keep version 1 (see test_tiling.py)
     assert raw[5] == 1  # gray flag
     assert raw[6:10] == (0x0102).to_bytes(4, "big")
     assert raw[10:14] == (0x0304).to_bytes(4, "big")
@@ -180,11 +180,11 @@ def test_wrong_magic(data: bytes) -> None:
 
 def test_wrong_version() -> None:
     raw = bytearray(_header().pack())
-    raw[4] = 3
-    with pytest.raises(FormatError, match="version 3"):
+    raw[4] = 4
+    with pytest.raises(FormatError, match="version 4"):
         parse(bytes(raw))
     end = len(raw) - 4
-    with pytest.raises(FormatError, match="version 3"):  # even with a valid header CRC
+    with pytest.raises(FormatError, match="version 4"):  # even with a valid header CRC
         parse(_with_header_crc(bytes(raw), end))
 
 

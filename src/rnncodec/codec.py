@@ -13,13 +13,14 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from . import postfilter as filters
 from .entropy import (
     AUTO,
     CODER_NAMES,
@@ -281,7 +282,7 @@ def encode_by_tile(model: LoadedModel, rgb: np.ndarray, tiles: list[Tile], itera
 def compress(image: ImageSource, *, iterations: int | None = None, bpp: float | None = None,
              ms_ssim: float | None = None, psnr: float | None = None,
              model: str = DEFAULT_MODEL, coder: str = AUTO, tile: int | None = None,
-             effort: int = 0, max_pixels: int = MAX_PIXELS,
+             effort: int = 0, postfilter: bool = True, max_pixels: int = MAX_PIXELS,
              progress: Progress | None = None) -> bytes:
     """Compress an image (PIL image, array, path or encoded bytes) to .rnnc bytes.
 
@@ -303,6 +304,9 @@ def compress(image: ImageSource, *, iterations: int | None = None, bpp: float | 
     after 8 iterations (0.0002 more than ``effort=2``) and took 134 s instead of 4. The files
     decode as any other. With a search, ``tile=None`` tiles images over about 0.5 megapixels,
     for memory.
+
+    ``postfilter``: fit a filter to the image after the last iteration and send it along when
+    it is worth its bytes (postfilter.py); it costs about 240 bytes and an encode-time fit.
     """
     if effort < 0:
         raise ValueError("effort must be at least 0")
@@ -318,21 +322,43 @@ def compress(image: ImageSource, *, iterations: int | None = None, bpp: float | 
     tiles = plan(width, height, tile)
     steps = encode_by_tile(loaded, rgb, tiles, target.max_iterations, target.measures_quality,
                            progress, effort) if tile else \
-        encode_lockstep(loaded, rgb, tiles, target.measures_quality, effort)
-    out, history = bytearray(header.pack()), list[np.ndarray]()
+        encode_lockstep(loaded, rgb, tiles, target.measures_quality or postfilter, effort)
+    out, history, payloads = bytearray(header.pack()), list[np.ndarray](), list[bytes]()
+    last: np.ndarray | None = None  # the decoded pixels after the last chunk kept
     for i, (codes, decoded) in zip(range(target.max_iterations), steps):
-        chunk = pack_chunk(i, bit_coder.encode(codes, history))
+        payload = bit_coder.encode(codes, history)
+        chunk = pack_chunk(i, payload)
         history.append(codes)
         if target.bpp is not None and i > 0 and (len(out) + len(chunk)) * 8 > target.bpp * (
                 width * height):
             break
         out += chunk
+        payloads.append(payload)
+        last = decoded
         if progress and not tile:
             progress(i + 1)
         if original is not None and decoded is not None and target.quality_reached(
                 original, np.asarray(to_image(decoded, gray))):
             break
-    return bytes(out)
+    if not postfilter or min(width, height) < filters.MIN_SIDE:
+        return bytes(out)
+    if last is None:  # tiled: the pixels were not kept, so decode them as decompress will
+        last = _decode_rgb(loaded, header, history[:len(payloads)])
+    return _with_filter(bytes(out), header, payloads, rgb, last, target.bpp)
+
+
+def _with_filter(data: bytes, header: Header, payloads: list[bytes], rgb: np.ndarray,
+                 decoded: np.ndarray, bpp: float | None) -> bytes:
+    """The file with a filter fitted to ``decoded``, if the filter pays for itself
+    (``postfilter.worth``) within the rate limit ``bpp``; else ``data`` as it is."""
+    pixels = header.width * header.height
+    f = filters.fit(rgb, decoded)
+    filtered = assemble(header, payloads, f.pack())
+    if bpp is not None and len(filtered) * 8 > bpp * pixels:
+        return data
+    gain, before = filters.gain_db(f, rgb, decoded)
+    cost = (len(filtered) - len(data)) * 8 / pixels
+    return filtered if filters.worth(gain, cost, before, len(data) * 8 / pixels) else data
 
 
 def _read_bytes(data: bytes | str | Path) -> bytes:
@@ -392,9 +418,18 @@ def _codes(container: Container, bit_coder: BitCoder) -> Iterator[list[np.ndarra
         yield maps
 
 
+def _filter(container: Container, iterations: int) -> filters.Filter | None:
+    """The file's filter when the image after all its iterations is wanted (FormatError if it
+    is malformed, before any network work)."""
+    if container.filter is None or iterations < len(container.chunks):
+        return None
+    return filters.Filter.unpack(container.filter)
+
+
 def decode_iterations(data: bytes | str | Path, *, model: str | None = None,
                       max_pixels: int = MAX_PIXELS) -> Iterator[Image.Image]:
-    """Yield the decoded image after each iteration stored in the file (progressive decoding).
+    """Yield the decoded image after each iteration stored in the file (progressive decoding;
+    the file's filter, if any, applies to the last).
 
     Every tile's network state is held from one iteration to the next, so memory grows with the
     image even for tiled files (about 0.5 KB per pixel); ``decompress`` decodes tiled files one
@@ -402,6 +437,7 @@ def decode_iterations(data: bytes | str | Path, *, model: str | None = None,
     """
     container, loaded, bit_coder = _open(data, model, max_pixels)
     h = container.header
+    last = _filter(container, len(container.chunks))
     tiles = plan(h.width, h.height, h.tile)
     loops: list[Iterator[torch.Tensor]] = []
     for maps in _codes(container, bit_coder):
@@ -409,33 +445,25 @@ def decode_iterations(data: bytes | str | Path, *, model: str | None = None,
         image = np.empty((h.height, h.width, 3), np.uint8)
         for tile, loop in zip(tiles, loops):
             _paste(image, tile, next(loop))
+        if last is not None and len(maps) == len(container.chunks):
+            image = filters.apply(last, image)
         yield to_image(image, h.gray)
 
 
-def decompress(data: bytes | str | Path, *, iterations: int | None = None,
-               model: str | None = None, max_pixels: int = MAX_PIXELS,
-               progress: Progress | None = None) -> Image.Image:
-    """Decode .rnnc bytes or a path to a PIL image (L or RGB), using at most ``iterations``.
+def _decode_rgb(loaded: LoadedModel, header: Header, maps: list[np.ndarray],
+                progress: Progress | None = None) -> np.ndarray:
+    """The H×W×3 pixels after the iterations of ``maps``, before any filter.
 
     Each tile is decoded through all iterations on its own, so the networks' memory grows with
     the tiles in flight (one per torch thread), not the image (``progress`` then counts
     iterations' worth of work).
     """
-    if iterations is not None and iterations < 1:
-        raise ValueError("iterations must be at least 1")
-    container, loaded, bit_coder = _open(data, model, max_pixels)
-    h = container.header
-    n = min(len(container.chunks), iterations or len(container.chunks))
-    maps: list[np.ndarray] = []
-    for maps in _codes(container, bit_coder):
-        if len(maps) == n:
-            break
-    tiles = plan(h.width, h.height, h.tile)
-    image = np.empty((h.height, h.width, 3), np.uint8)
+    tiles = plan(header.width, header.height, header.tile)
+    image = np.empty((header.height, header.width, 3), np.uint8)
     step_done = _tile_progress(progress, len(tiles))
 
     def final(tile: Tile) -> torch.Tensor:
-        for recon in itertools.islice(decode_tile(loaded, tile, maps), n):
+        for recon in itertools.islice(decode_tile(loaded, tile, maps), len(maps)):
             step_done()
         return recon
 
@@ -444,12 +472,32 @@ def decompress(data: bytes | str | Path, *, iterations: int | None = None,
     with ThreadPoolExecutor(_workers(len(tiles))) as pool:
         for tile, recon in zip(tiles, pool.map(final, tiles)):
             _paste(image, tile, recon)
-    return to_image(image, h.gray)
+    return image
+
+
+def decompress(data: bytes | str | Path, *, iterations: int | None = None,
+               model: str | None = None, max_pixels: int = MAX_PIXELS,
+               progress: Progress | None = None) -> Image.Image:
+    """Decode .rnnc bytes or a path to a PIL image (L or RGB), using at most ``iterations``
+    (the file's filter, if any, applies only when all are used; see ``_decode_rgb`` for
+    memory)."""
+    if iterations is not None and iterations < 1:
+        raise ValueError("iterations must be at least 1")
+    container, loaded, bit_coder = _open(data, model, max_pixels)
+    n = min(len(container.chunks), iterations or len(container.chunks))
+    last = _filter(container, n)
+    maps: list[np.ndarray] = []
+    for maps in _codes(container, bit_coder):
+        if len(maps) == n:
+            break
+    image = _decode_rgb(loaded, container.header, maps, progress)
+    return to_image(image if last is None else filters.apply(last, image), container.header.gray)
 
 
 def truncate(data: bytes | str | Path, *, iterations: int | None = None,
              bpp: float | None = None) -> bytes:
-    """A shorter file holding the first iterations of another, without re-encoding."""
+    """A shorter file holding the first iterations of another, without re-encoding (and its
+    filter only if it keeps them all: the filter was fitted to the image after the last)."""
     if (iterations is None) == (bpp is None):
         raise ValueError("give exactly one of iterations or bpp")
     container = parse(_read_bytes(data))
@@ -459,10 +507,13 @@ def truncate(data: bytes | str | Path, *, iterations: int | None = None,
             raise ValueError("iterations must be at least 1")
         n = min(n, iterations)
     else:
-        pixels = container.header.width * container.header.height
-        while n > 1 and container.size_after(n) * 8 > bpp * pixels:
+        budget = bpp * container.header.width * container.header.height
+        if container.size_after(n) * 8 > budget:  # the filter goes before any iteration does
+            container = replace(container, filter=None)
+        while n > 1 and container.size_after(n) * 8 > budget:
             n -= 1
-    return assemble(container.header, container.chunks[:n])
+    return assemble(container.header, container.chunks[:n],
+                    container.filter if n == len(container.chunks) else None)
 
 
 @dataclass(frozen=True)
@@ -472,6 +523,7 @@ class Info:
     bytes: int
     bpp_per_iteration: list[float]  # bits per pixel of the file cut after each iteration
     coders: list[str]  # the entropy coder of each iteration (they differ under "best")
+    filtered: bool  # whether the file holds a filter for the image after its last iteration
 
     def as_dict(self) -> dict[str, object]:
         h = self.header
@@ -481,7 +533,7 @@ class Info:
                 "iterations": self.iterations, "bytes": self.bytes,
                 "bpp": self.bpp_per_iteration[-1] if self.bpp_per_iteration else 0.0,
                 "bpp_per_iteration": self.bpp_per_iteration,
-                "coder_per_iteration": self.coders}
+                "coder_per_iteration": self.coders, "filter": self.filtered}
 
 
 def info(data: bytes | str | Path) -> Info:
@@ -490,4 +542,5 @@ def info(data: bytes | str | Path) -> Info:
     c: Container = parse(raw)
     pixels = c.header.width * c.header.height
     bpp = [c.size_after(i + 1) * 8 / pixels for i in range(len(c.chunks))]
-    return Info(c.header, len(c.chunks), len(raw), bpp, chunk_coders(c.header.coder, c.chunks))
+    return Info(c.header, len(c.chunks), len(raw), bpp, chunk_coders(c.header.coder, c.chunks),
+                c.filter is not None)

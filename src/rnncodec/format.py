@@ -1,8 +1,10 @@
-"""The .rnnc container: a header, then one checksummed chunk per iteration (see docs/format.md).
+"""The .rnnc container: a header, then one checksummed chunk per iteration (see docs/format.md),
+and in version 3 optionally a filter chunk after the last iteration (postfilter.py).
 
 Chunks are self-delimiting and carry no count in the header, so cutting a file after any chunk
-leaves a valid, shorter file: the bitstream is embedded. Every length and size is checked
-against the data actually present before anything is allocated.
+leaves a valid, shorter file: the bitstream is embedded (a file cut before its filter chunk
+simply has none). Every length and size is checked against the data actually present before
+anything is allocated.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from .errors import FormatError
 from .tiling import BLOCK, MAX_TILE, MIN_TILE
 
 MAGIC = b"RNNC"
-VERSION = 2  # the newest version this reader knows; untiled images are still written as 1
-VERSIONS = (1, 2)  # version 2 adds the tile side after the weights hash
+VERSION = 3  # the newest version this reader knows; files without a filter are written as 1 or 2
+VERSIONS = (1, 2, 3)  # 2 adds the tile side after the weights hash; 3 allows a filter chunk
 MAX_SIDE = 1 << 20
 MAX_PIXELS = 1 << 28  # what a header may declare at all; the codec applies its own lower limit
 MAX_ITERATIONS = 64
@@ -26,6 +28,7 @@ _FIXED = struct.Struct(">4sBBIIBB")  # magic, version, flags, width, height, cod
 _TILE = struct.Struct(">H")  # version 2: tile side in pixels
 _CHUNK = struct.Struct(">I")  # payload length
 _CRC = struct.Struct(">I")
+FILTER_MARK = 1 << 31  # set in a chunk's length field: the filter chunk (version 3)
 
 
 @dataclass(frozen=True)
@@ -38,12 +41,14 @@ class Header:
     digest: bytes  # 16 bytes: the model's weights hash
     tile: int = 0  # tile side in pixels (see tiling.py); 0: the image was coded whole
 
-    def pack(self) -> bytes:
-        """Version 1 for an untiled image (readable by version-1 readers), else 2."""
+    def pack(self, filtered: bool = False) -> bytes:
+        """Version 3 for a file with a filter chunk, else 1 for an untiled image (readable by
+        version-1 readers) and 2 for a tiled one."""
         name = self.model.encode()
-        body = _FIXED.pack(MAGIC, 2 if self.tile else 1, FLAG_GRAY if self.gray else 0,
+        version = 3 if filtered else 2 if self.tile else 1
+        body = _FIXED.pack(MAGIC, version, FLAG_GRAY if self.gray else 0,
                            self.width, self.height, self.coder, len(name)) + name + self.digest
-        if self.tile:
+        if version > 1:
             body += _TILE.pack(self.tile)
         return body + _CRC.pack(zlib.crc32(body))
 
@@ -53,17 +58,24 @@ class Container:
     header: Header
     header_size: int
     chunks: list[bytes]  # one payload per iteration
+    filter: bytes | None = None  # the filter chunk's payload, for the image after all chunks
 
     def size_after(self, iterations: int) -> int:
-        """Bytes of a file holding the first ``iterations`` chunks."""
-        return self.header_size + sum(len(c) + _CHUNK.size + _CRC.size
-                                      for c in self.chunks[:iterations])
+        """Bytes of a file holding the first ``iterations`` chunks (and the filter, when it holds
+        them all: a shorter file loses it)."""
+        n = min(iterations, len(self.chunks))
+        filtered = self.filter is not None and n == len(self.chunks)
+        size = len(self.header.pack(filtered)) + sum(len(c) + _CHUNK.size + _CRC.size
+                                                     for c in self.chunks[:n])
+        return size + (len(self.filter) + _CHUNK.size + _CRC.size if filtered else 0)
 
 
 def pack_chunk(index: int, payload: bytes) -> bytes:
-    """Length, payload, and a CRC-32 over the iteration index and payload (catches reordering)."""
+    """Length, payload, and a CRC-32 over the iteration index and payload (catches reordering).
+    The filter chunk marks its length and takes ``FILTER_MARK | iterations`` for the index, so
+    its CRC ties it to the iterations before it."""
     crc = zlib.crc32(payload, zlib.crc32(struct.pack(">I", index)))
-    return _CHUNK.pack(len(payload)) + payload + _CRC.pack(crc)
+    return _CHUNK.pack(len(payload) | (index & FILTER_MARK)) + payload + _CRC.pack(crc)
 
 
 def parse(data: bytes) -> Container:
@@ -76,7 +88,7 @@ def parse(data: bytes) -> Container:
     if version not in VERSIONS:
         raise FormatError(f"unsupported .rnnc version {version} (this reader knows "
                           f"{' and '.join(map(str, VERSIONS))})")
-    end = _FIXED.size + name_len + 16 + (_TILE.size if version == 2 else 0)
+    end = _FIXED.size + name_len + 16 + (_TILE.size if version > 1 else 0)
     if len(data) < end + _CRC.size:
         raise FormatError("file truncated inside the header")
     if zlib.crc32(data[:end]) != _CRC.unpack_from(data, end)[0]:
@@ -89,8 +101,10 @@ def parse(data: bytes) -> Container:
         model = data[_FIXED.size:_FIXED.size + name_len].decode()
     except UnicodeDecodeError:
         raise FormatError("model name in header is not UTF-8") from None
-    tile = _TILE.unpack_from(data, end - _TILE.size)[0] if version == 2 else 0
-    if version == 2 and not (MIN_TILE <= tile <= MAX_TILE and tile % BLOCK == 0):
+    tile = _TILE.unpack_from(data, end - _TILE.size)[0] if version > 1 else 0
+    untiled_ok = version == 3 and tile == 0  # version 3 writes 0 for an untiled image
+    if version > 1 and not untiled_ok and not (MIN_TILE <= tile <= MAX_TILE
+                                               and tile % BLOCK == 0):
         raise FormatError(f"bad tile side {tile} in header (a multiple of {BLOCK} from "
                           f"{MIN_TILE} to {MAX_TILE})")
     digest_end = _FIXED.size + name_len + 16
@@ -100,11 +114,13 @@ def parse(data: bytes) -> Container:
     chunks: list[bytes] = []
     while pos < len(data):
         i = len(chunks)
-        if i >= MAX_ITERATIONS:
-            raise FormatError(f"more than {MAX_ITERATIONS} iterations in file")
         if len(data) - pos < _CHUNK.size:
             raise FormatError(f"file truncated inside iteration {i + 1}")
         (n,) = _CHUNK.unpack_from(data, pos)
+        if version == 3 and n & FILTER_MARK:
+            return _filter_chunk(data, pos, Container(header, end + _CRC.size, chunks))
+        if i >= MAX_ITERATIONS:
+            raise FormatError(f"more than {MAX_ITERATIONS} iterations in file")
         if n > len(data) - pos - _CHUNK.size - _CRC.size:
             raise FormatError(f"file truncated inside iteration {i + 1}")
         payload = data[pos + _CHUNK.size:pos + _CHUNK.size + n]
@@ -115,5 +131,25 @@ def parse(data: bytes) -> Container:
     return Container(header, end + _CRC.size, chunks)
 
 
-def assemble(header: Header, chunks: list[bytes]) -> bytes:
-    return header.pack() + b"".join(pack_chunk(i, c) for i, c in enumerate(chunks))
+def _filter_chunk(data: bytes, pos: int, container: Container) -> Container:
+    """The container with the filter chunk at ``pos``, which must follow an iteration and end
+    the file."""
+    n = _CHUNK.unpack_from(data, pos)[0] & ~FILTER_MARK
+    if not container.chunks:
+        raise FormatError("filter chunk before any iteration")
+    if n > len(data) - pos - _CHUNK.size - _CRC.size:
+        raise FormatError("file truncated inside the filter chunk")
+    end = pos + _CHUNK.size + n + _CRC.size
+    payload = data[pos + _CHUNK.size:pos + _CHUNK.size + n]
+    if pack_chunk(FILTER_MARK | len(container.chunks), payload) != data[pos:end]:
+        raise FormatError("checksum mismatch in the filter chunk: the file is corrupt")
+    if end != len(data):
+        raise FormatError("data after the filter chunk")
+    return Container(container.header, container.header_size, container.chunks, payload)
+
+
+def assemble(header: Header, chunks: list[bytes], filter: bytes | None = None) -> bytes:
+    """A whole file: version 1 or 2 without a filter, 3 with one (after the last chunk)."""
+    body = header.pack(filter is not None) + b"".join(pack_chunk(i, c)
+                                                       for i, c in enumerate(chunks))
+    return body if filter is None else body + pack_chunk(FILTER_MARK | len(chunks), filter)

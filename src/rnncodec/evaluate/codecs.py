@@ -9,6 +9,7 @@ and every lower count is the real file cut with ``truncate``, decoded by one pro
 from __future__ import annotations
 
 import io
+import itertools
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ import PIL
 from PIL import Image, features
 
 from .. import codec as rnn
+from .. import postfilter as filters
 from .. import refine
 from .measure import Meter
 
@@ -127,15 +129,24 @@ class JxlCodec(OneShotCodec):
 @dataclass(frozen=True, kw_only=True)
 class RnnCodec(Codec):
     """A model of this package; ``model`` is a registered name or a weights file, ``effort``
-    the number of first iterations whose bits the encoder searches (``compress``)."""
+    the number of first iterations whose bits the encoder searches (``compress``).
+
+    Without ``postfilter`` one file is encoded and cut after each iteration (the embedded
+    bitstream); with it, a filter fits only the iterations it was made for, so each setting is
+    a file of its own, encoded and decoded separately."""
 
     model: str
     effort: int = 0
+    postfilter: bool = False
 
     def run(self, rgb: np.ndarray, settings: Sequence[int]) -> Iterator[Coded]:
+        if self.postfilter:
+            yield from map(self._one_file, settings, itertools.repeat(rgb))
+            return
         meter = Meter()
         laps: list[tuple[float, int | None]] = []
         data = rnn.compress(rgb, iterations=max(settings), model=self.model, effort=self.effort,
+                            postfilter=False,
                             progress=lambda _: laps.append((meter.seconds(), meter.peak_rss())))
         slot = {k: i for i, k in enumerate(sorted(settings))}
         # Written once now, so that filling it during the pass adds no resident memory.
@@ -153,20 +164,34 @@ class RnnCodec(Codec):
             yield Coded(k, rnn.truncate(data, iterations=k), decoded[slot[k]], encode_s,
                         decode_s, encode_peak, decode_peak)
 
+    def _one_file(self, iterations: int, rgb: np.ndarray) -> Coded:
+        meter = Meter()
+        data = rnn.compress(rgb, iterations=iterations, model=self.model, effort=self.effort)
+        encode = meter.seconds(), meter.peak_rss()
+        meter = Meter()
+        decoded = np.asarray(rnn.decompress(data, model=self.model))
+        decode = meter.seconds(), meter.peak_rss()
+        return Coded(iterations, data, decoded[..., None] if decoded.ndim == 2 else decoded,
+                     encode[0], decode[0], encode[1], decode[1])
+
 
 def rnn_codec(model: str, iterations: int = rnn.DEFAULT_ITERATIONS, effort: int = 0,
-              ) -> RnnCodec:
-    """The adapter for one model, named after it (and the effort, when not 0) and identified by
-    the weights digest and the entropy coder its files use (read from a tiny file, as the codec
-    picks it per model)."""
+              postfilter: bool = False) -> RnnCodec:
+    """The adapter for one model, named after it (and the effort, when not 0, and the filter)
+    and identified by the weights digest and the entropy coder its files use (read from a tiny
+    file, as the codec picks it per model)."""
     sample = rnn.info(rnn.compress(np.zeros((16, 16, 3), np.uint8), iterations=1, model=model))
     name, digest, coder = (sample.as_dict()[k] for k in ("model", "weights", "coder"))
     tag, label = (f"@effort{effort}", f" (effort {effort})") if effort else ("", "")
     search = (f"; search: {refine.STEPS} steps, look-ahead {refine.LOOKAHEAD}, rate weight "
               f"{refine.RATE_WEIGHT}") if effort else ""  # in the cache key: retuning re-runs
+    if postfilter:
+        tag, label = f"{tag}+filter", f"{label} + filter"
+        search += f"; filter {filters.FIT}, a file per setting"
     return RnnCodec(f"rnncodec:{name}{tag}", f"rnncodec {name}{label}",
                     f"weights {digest}, coder {coder}{label}{search}",
-                    tuple(range(1, iterations + 1)), "iterations", model=model, effort=effort)
+                    tuple(range(1, iterations + 1)), "iterations", model=model, effort=effort,
+                    postfilter=postfilter)
 
 
 def _pillow_version(feature: str) -> str:
