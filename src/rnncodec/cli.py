@@ -169,7 +169,8 @@ def main() -> None:
 @click.option("--filter/--no-filter", "postfilter", default=True, show_default=True,
               help="Fit a filter to the decoded image and store it (about 240 bytes) when it "
                    "raises MS-SSIM more than the same bytes of codes would; it applies when all "
-                   "iterations are decoded. The fit adds about a second per 0.4 megapixels.")
+                   "iterations are decoded. The fit took 7 s for a Kodak image (0.4 megapixels) on 2 "
+                   "cores, where 8 iterations encode in 4 s.")
 @pixels_opt
 @force_opt
 @quiet_opt

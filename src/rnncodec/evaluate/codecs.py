@@ -9,7 +9,6 @@ and every lower count is the real file cut with ``truncate``, decoded by one pro
 from __future__ import annotations
 
 import io
-import itertools
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -129,20 +128,13 @@ class JxlCodec(OneShotCodec):
 @dataclass(frozen=True, kw_only=True)
 class RnnCodec(Codec):
     """A model of this package; ``model`` is a registered name or a weights file, ``effort``
-    the number of first iterations whose bits the encoder searches (``compress``).
-
-    Without ``postfilter`` one file is encoded and cut after each iteration (the embedded
-    bitstream); with it, a filter fits only the iterations it was made for, so each setting is
-    a file of its own, encoded and decoded separately."""
+    the number of first iterations whose bits the encoder searches (``compress``). One file is
+    encoded, without a filter, and cut after each iteration: the embedded bitstream."""
 
     model: str
     effort: int = 0
-    postfilter: bool = False
 
     def run(self, rgb: np.ndarray, settings: Sequence[int]) -> Iterator[Coded]:
-        if self.postfilter:
-            yield from map(self._one_file, settings, itertools.repeat(rgb))
-            return
         meter = Meter()
         laps: list[tuple[float, int | None]] = []
         data = rnn.compress(rgb, iterations=max(settings), model=self.model, effort=self.effort,
@@ -164,19 +156,28 @@ class RnnCodec(Codec):
             yield Coded(k, rnn.truncate(data, iterations=k), decoded[slot[k]], encode_s,
                         decode_s, encode_peak, decode_peak)
 
-    def _one_file(self, iterations: int, rgb: np.ndarray) -> Coded:
-        meter = Meter()
-        data = rnn.compress(rgb, iterations=iterations, model=self.model, effort=self.effort)
-        encode = meter.seconds(), meter.peak_rss()
-        meter = Meter()
+
+@dataclass(frozen=True, kw_only=True)
+class FilteredRnnCodec(OneShotCodec):
+    """A model with its per-image filter (postfilter.py): a filter fits only the iterations it
+    was made for, so each setting is a file of its own, encoded from scratch."""
+
+    model: str
+
+    @property
+    def identity(self) -> str:
+        return self.version
+
+    def encode(self, rgb: np.ndarray, setting: int) -> bytes:
+        return rnn.compress(rgb, iterations=setting, model=self.model)
+
+    def decode(self, data: bytes) -> np.ndarray:
         decoded = np.asarray(rnn.decompress(data, model=self.model))
-        decode = meter.seconds(), meter.peak_rss()
-        return Coded(iterations, data, decoded[..., None] if decoded.ndim == 2 else decoded,
-                     encode[0], decode[0], encode[1], decode[1])
+        return decoded[..., None] if decoded.ndim == 2 else decoded
 
 
 def rnn_codec(model: str, iterations: int = rnn.DEFAULT_ITERATIONS, effort: int = 0,
-              postfilter: bool = False) -> RnnCodec:
+              postfilter: bool = False) -> RnnCodec | FilteredRnnCodec:
     """The adapter for one model, named after it (and the effort, when not 0, and the filter)
     and identified by the weights digest and the entropy coder its files use (read from a tiny
     file, as the codec picks it per model)."""
@@ -185,13 +186,15 @@ def rnn_codec(model: str, iterations: int = rnn.DEFAULT_ITERATIONS, effort: int 
     tag, label = (f"@effort{effort}", f" (effort {effort})") if effort else ("", "")
     search = (f"; search: {refine.STEPS} steps, look-ahead {refine.LOOKAHEAD}, rate weight "
               f"{refine.RATE_WEIGHT}") if effort else ""  # in the cache key: retuning re-runs
-    if postfilter:
-        tag, label = f"{tag}+filter", f"{label} + filter"
-        search += f"; filter {filters.FIT}, a file per setting"
+    settings = tuple(range(1, iterations + 1))
+    if postfilter:  # at effort 0 (see runner.build_codecs)
+        return FilteredRnnCodec(f"rnncodec:{name}+filter", f"rnncodec {name} + filter",
+                                f"weights {digest}, coder {coder} + filter; filter "
+                                f"{filters.FIT}, a file per setting", settings, "iterations",
+                                model=model)
     return RnnCodec(f"rnncodec:{name}{tag}", f"rnncodec {name}{label}",
                     f"weights {digest}, coder {coder}{label}{search}",
-                    tuple(range(1, iterations + 1)), "iterations", model=model, effort=effort,
-                    postfilter=postfilter)
+                    settings, "iterations", model=model, effort=effort)
 
 
 def _pillow_version(feature: str) -> str:
