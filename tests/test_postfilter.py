@@ -11,7 +11,7 @@ from PIL import Image, ImageFilter
 from rnncodec import codec
 from rnncodec import postfilter as filters
 from rnncodec.cli import main
-from rnncodec.errors import FormatError
+from rnncodec.errors import FormatError, ImageError
 from rnncodec.format import FILTER_MARK, assemble, pack_chunk, parse
 from rnncodec.metrics import ms_ssim
 
@@ -240,6 +240,33 @@ def test_tiled_and_gray_images_get_filters(make_image, tiny_model: str,
     img = codec.decompress(data, model=tiny_model)
     assert parse(data).filter is not None
     assert img.mode == "L" and img.size == (164, filters.MIN_SIDE)
+
+
+def test_add_filter_gives_a_cut_file_the_filter_compress_would(big: np.ndarray, tiny_model: str,
+                                                                always_kept: None) -> None:
+    long = codec.compress(big, iterations=4, model=tiny_model)
+    for k in (1, 3):
+        cut = codec.truncate(long, iterations=k)
+        assert parse(cut).filter is None
+        refit = codec.add_filter(cut, big, model=tiny_model)
+        assert refit == codec.compress(big, iterations=k, model=tiny_model)
+        assert codec.add_filter(refit, big, model=tiny_model) == refit  # replaced, not added
+    assert codec.add_filter(long, big, model=tiny_model) == long
+
+
+def test_add_filter_refuses_another_image_and_skips_small_ones(big: np.ndarray, make_image,
+                                                               tiny_model: str,
+                                                               monkeypatch: pytest.MonkeyPatch
+                                                               ) -> None:
+    data = codec.compress(big, iterations=1, model=tiny_model)
+    with pytest.raises(ImageError, match="the image is 170×160, the file 170×161"):
+        codec.add_filter(data, big[:-1], model=tiny_model)
+    monkeypatch.setattr(filters, "worth", lambda *a: False)  # not worth it: the plain file
+    assert codec.add_filter(data, big, model=tiny_model) == codec.compress(
+        big, iterations=1, model=tiny_model, postfilter=False)
+    small = make_image(filters.MIN_SIDE - 1, 170, seed=2)
+    plain = codec.compress(small, iterations=1, model=tiny_model)
+    assert codec.add_filter(plain, small, model=tiny_model) == plain
 
 
 def test_small_images_are_not_filtered(make_image, tiny_model: str, always_kept: None) -> None:

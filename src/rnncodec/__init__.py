@@ -5,7 +5,7 @@
 >>> image = rnncodec.decompress(data)                     # doctest: +SKIP
 """
 
-from .codec import compress, decode_iterations, decompress, info, truncate
+from .codec import add_filter, compress, decode_iterations, decompress, info, truncate
 from .errors import FormatError, ImageError, InputMissingError, ModelError, OutputError, RnncError
 from .zoo import DEFAULT_MODEL, MODELS, load_model
 
@@ -18,6 +18,7 @@ __all__ = [
     "ModelError",
     "OutputError",
     "RnncError",
+    "add_filter",
     "compress",
     "decode_iterations",
     "decompress",

@@ -376,9 +376,12 @@ def serve(host: str, port: int, model: str, max_upload_mb: float, max_pixels: in
               help="Search the bits of the first N iterations (see compress --effort); repeat "
                    "to evaluate the models at several (default: 0).")
 @click.option("--filter-iterations", "filtered", type=click.IntRange(0, 64), default=0,
-              help="Also evaluate the models with the filter (see compress --filter) at "
-                   "effort 0: a file of its own for each of 1 to N iterations (default: 0, "
-                   "none).")
+              help="Also evaluate the models with the filter (see compress --filter) at 1 to N "
+                   "iterations: one encode, cut after each and given a filter fitted to the cut "
+                   "(default: 0, none).")
+@click.option("--filter-effort", "filter_efforts", multiple=True, type=click.IntRange(min=0),
+              help="The efforts at which to evaluate the filter; repeat for several "
+                   "(default: 0).")
 @click.option("--limit", type=click.IntRange(min=1), help="Use only the first N images.")
 @click.option("--out", default="docs/results", show_default=True, type=click.Path(path_type=Path),
               help="Folder for results.json, results.csv and the plots.")
@@ -389,7 +392,7 @@ def serve(host: str, port: int, model: str, max_upload_mb: float, max_pixels: in
 @quiet_opt
 def evaluate(dataset: Path | None, models: tuple[str, ...], codecs: str | None,
              qualities: str | None, iterations: int, efforts: tuple[int, ...],
-             filtered: int, limit: int | None, out: Path, report: Path, cache: Path | None,
+             filtered: int, filter_efforts: tuple[int, ...], limit: int | None, out: Path, report: Path, cache: Path | None,
              quiet: bool) -> None:
     """Rate–distortion, speed and memory of the models and standard codecs on a folder of
     images (default: Kodak in ../shared/data/kodak); writes JSON, CSV, plots and a report."""
@@ -416,13 +419,15 @@ def evaluate(dataset: Path | None, models: tuple[str, ...], codecs: str | None,
             raise ValueError(f"--qualities must be integers, not {qualities!r}") from None
         names = list(models) or runner.default_models()
         built = runner.build_codecs(names, classic, sweep, iterations, warn, efforts or (0,),
-                                    filtered)
+                                    filtered, filter_efforts or (0,))
         command = shlex.join(["rnncodec", "evaluate", str(folder),
                               *(a for m in names for a in ("--model", m)),
                               "--codecs", ",".join(classic), "--qualities",
                               ",".join(map(str, sweep)), "--iterations", str(iterations),
                               *(a for e in efforts for a in ("--effort", str(e))),
                               *(("--filter-iterations", str(filtered)) if filtered else ()),
+                              *(a for e in filter_efforts if filtered
+                                for a in ("--filter-effort", str(e))),
                               *(("--limit", str(limit)) if limit else ()), "--out", str(out),
                               "--report", str(report)])
         res = runner.run(folder, built, runner.Cache(cache or runner.DEFAULT_CACHE), command,

@@ -30,7 +30,7 @@ from .entropy import (
     make_coder,
     resolve,
 )
-from .errors import FormatError, InputMissingError, ModelError
+from .errors import FormatError, ImageError, InputMissingError, ModelError
 from .format import MAX_ITERATIONS, Container, Header, assemble, pack_chunk, parse
 from .images import MAX_PIXELS, ImageSource, load_image, to_array, to_image, to_tensor
 from .metrics import ms_ssim, psnr
@@ -359,6 +359,32 @@ def _with_filter(data: bytes, header: Header, payloads: list[bytes], rgb: np.nda
     gain, before = filters.gain_db(f, rgb, decoded)
     cost = (len(filtered) - len(data)) * 8 / pixels
     return filtered if filters.worth(gain, cost, before, len(data) * 8 / pixels) else data
+
+
+def add_filter(data: bytes | str | Path, image: ImageSource, *, model: str | None = None,
+               max_pixels: int = MAX_PIXELS) -> bytes:
+    """The file with a filter fitted anew to the image after all its iterations (replacing any
+    it had), or with none when the filter does not pay for itself (``postfilter.worth``).
+
+    ``image`` is the original the file was made from. This gives a cut file (``truncate``) a
+    filter of its own again: the result is the file ``compress`` would have made with that many
+    iterations, since a file's first iterations do not depend on how many follow. Costs one
+    decode and a fit.
+    """
+    container, loaded, bit_coder = _open(data, model, max_pixels)
+    header = container.header
+    rgb, _ = load_image(image, max_pixels)
+    if rgb.shape[:2] != (header.height, header.width):
+        raise ImageError(f"the image is {rgb.shape[1]}×{rgb.shape[0]}, the file "
+                         f"{header.width}×{header.height}")
+    plain = assemble(header, container.chunks)
+    if min(header.width, header.height) < filters.MIN_SIDE:
+        return plain
+    maps: list[np.ndarray] = []
+    for maps in _codes(container, bit_coder):
+        pass
+    return _with_filter(plain, header, container.chunks, rgb,
+                        _decode_rgb(loaded, header, maps), None)
 
 
 def _read_bytes(data: bytes | str | Path) -> bytes:

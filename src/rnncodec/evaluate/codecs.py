@@ -158,22 +158,27 @@ class RnnCodec(Codec):
 
 
 @dataclass(frozen=True, kw_only=True)
-class FilteredRnnCodec(OneShotCodec):
-    """A model with its per-image filter (postfilter.py): a filter fits only the iterations it
-    was made for, so each setting is a file of its own, encoded from scratch."""
+class FilteredRnnCodec(RnnCodec):
+    """A model with its per-image filter (postfilter.py). A filter fits only the iterations it
+    was made for, so each setting's file is the embedded one cut there with a filter fitted
+    anew (``add_filter``): the file ``compress`` makes for that many iterations, for one encode
+    (the slow bit search runs once). Encode time: the encode up to the setting plus
+    ``add_filter``, which decodes the cut file once more than ``compress`` needs to."""
 
-    model: str
+    def run(self, rgb: np.ndarray, settings: Sequence[int]) -> Iterator[Coded]:
+        for plain in super().run(rgb, settings):
+            meter = Meter()
+            data = rnn.add_filter(plain.data, rgb, model=self.model)
+            fit_s, fit_peak = meter.seconds(), meter.peak_rss()
+            meter = Meter()
+            decoded = np.asarray(rnn.decompress(data, model=self.model))
+            yield Coded(plain.setting, data, decoded[..., None] if decoded.ndim == 2 else decoded,
+                        plain.encode_s + fit_s, meter.seconds(),
+                        _larger(plain.encode_peak_rss, fit_peak), meter.peak_rss())
 
-    @property
-    def identity(self) -> str:
-        return self.version
 
-    def encode(self, rgb: np.ndarray, setting: int) -> bytes:
-        return rnn.compress(rgb, iterations=setting, model=self.model)
-
-    def decode(self, data: bytes) -> np.ndarray:
-        decoded = np.asarray(rnn.decompress(data, model=self.model))
-        return decoded[..., None] if decoded.ndim == 2 else decoded
+def _larger(a: int | None, b: int | None) -> int | None:
+    return None if a is None or b is None else max(a, b)
 
 
 def rnn_codec(model: str, iterations: int = rnn.DEFAULT_ITERATIONS, effort: int = 0,
@@ -187,14 +192,12 @@ def rnn_codec(model: str, iterations: int = rnn.DEFAULT_ITERATIONS, effort: int 
     search = (f"; search: {refine.STEPS} steps, look-ahead {refine.LOOKAHEAD}, rate weight "
               f"{refine.RATE_WEIGHT}") if effort else ""  # in the cache key: retuning re-runs
     settings = tuple(range(1, iterations + 1))
-    if postfilter:  # at effort 0 (see runner.build_codecs)
-        return FilteredRnnCodec(f"rnncodec:{name}+filter", f"rnncodec {name} + filter",
-                                f"weights {digest}, coder {coder} + filter; filter "
-                                f"{filters.FIT}, a file per setting", settings, "iterations",
-                                model=model)
-    return RnnCodec(f"rnncodec:{name}{tag}", f"rnncodec {name}{label}",
-                    f"weights {digest}, coder {coder}{label}{search}",
-                    settings, "iterations", model=model, effort=effort)
+    kind = FilteredRnnCodec if postfilter else RnnCodec
+    tag, label = (f"{tag}+filter", f"{label} + filter") if postfilter else (tag, label)
+    fit = f"; filter {filters.FIT}, fitted to each cut (add_filter)" if postfilter else ""
+    return kind(f"rnncodec:{name}{tag}", f"rnncodec {name}{label}",
+                f"weights {digest}, coder {coder}{label}{search}{fit}",
+                settings, "iterations", model=model, effort=effort)
 
 
 def _pillow_version(feature: str) -> str:

@@ -168,13 +168,14 @@ def default_models() -> list[str]:
 def build_codecs(models: Sequence[str], classic: Sequence[str],
                  qualities: Sequence[int] = QUALITIES, iterations: int = DEFAULT_ITERATIONS,
                  warn: Callable[[str], None] = print, efforts: Sequence[int] = (0,),
-                 filtered: int = 0) -> list[Codec]:
-    """Adapters for the models (one per encoder effort; with ``filtered``, also one at effort 0
-    with the filter, over iterations 1 to ``filtered``: a file per setting, so the slow searches
-    are not repeated) and the named standard codecs; unavailable ones are skipped."""
+                 filtered: int = 0, filter_efforts: Sequence[int] = (0,)) -> list[Codec]:
+    """Adapters for the models (one per encoder effort; with ``filtered``, also one per effort
+    of ``filter_efforts`` with the filter, over iterations 1 to ``filtered``) and the named
+    standard codecs; unavailable ones are skipped."""
     codecs: list[Codec] = [rnn_codec(m, iterations, e) for m in models for e in efforts]
     if filtered:
-        codecs += [rnn_codec(m, filtered, postfilter=True) for m in models]
+        codecs += [rnn_codec(m, filtered, e, postfilter=True) for m in models
+                   for e in filter_efforts]
     for name in classic:
         try:
             codecs.append(classic_codec(name, qualities))
