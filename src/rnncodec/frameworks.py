@@ -67,7 +67,10 @@ class RNNCompressor(nn.Module):
 
     @staticmethod
     def initial_state(image: Tensor) -> CodingState:
-        return CodingState(recon=torch.zeros_like(image))
+        """Contiguous whatever the image's layout (the encoder's is a permuted view): a
+        reconstruction in another layout is summed in another order, and the encoder's pixels
+        came out one level off the decoder's at a few places."""
+        return CodingState(recon=torch.zeros(image.shape, dtype=image.dtype, device=image.device))
 
     def _gain(self, state: CodingState) -> Tensor | None:
         return self.gain(state.recon) if self.gain is not None else None
