@@ -392,8 +392,8 @@ def serve(host: str, port: int, model: str, max_upload_mb: float, max_pixels: in
 @quiet_opt
 def evaluate(dataset: Path | None, models: tuple[str, ...], codecs: str | None,
              qualities: str | None, iterations: int, efforts: tuple[int, ...],
-             filtered: int, filter_efforts: tuple[int, ...], limit: int | None, out: Path, report: Path, cache: Path | None,
-             quiet: bool) -> None:
+             filtered: int, filter_efforts: tuple[int, ...], limit: int | None, out: Path,
+             report: Path, cache: Path | None, quiet: bool) -> None:
     """Rate–distortion, speed and memory of the models and standard codecs on a folder of
     images (default: Kodak in ../shared/data/kodak); writes JSON, CSV, plots and a report."""
     import shlex
