@@ -122,6 +122,33 @@ def test_effort_is_a_codec_of_its_own(make_image: MakeImage, tiny_model: str) ->
                                         postfilter=False)
 
 
+def test_identity_follows_the_encoder_not_only_the_weights(tiny_model: str,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cache key changes when the encoder's arithmetic moves by a float's last bits, or the
+    filter fit changes, with the same weights and options; and not from one call to the next."""
+    from dataclasses import replace
+
+    from rnncodec import postfilter
+    from rnncodec.frameworks import CodingState
+    from rnncodec.zoo import load_model
+
+    plain, filtered = rnn_codec(tiny_model, 2), rnn_codec(tiny_model, 2, postfilter=True)
+    assert rnn_codec(tiny_model, 2).identity == plain.identity
+    net = load_model(tiny_model).net
+    step = net.decode_step
+
+    def nudged(bits: torch.Tensor, state: CodingState) -> CodingState:
+        out = step(bits, state)
+        return replace(out, recon=out.recon + 1e-7)
+
+    monkeypatch.setattr(net, "decode_step", nudged)
+    assert rnn_codec(tiny_model, 2).identity != plain.identity
+    monkeypatch.undo()
+    monkeypatch.setattr(postfilter, "FIT_ITERATIONS", 1)
+    assert rnn_codec(tiny_model, 2).identity == plain.identity
+    assert rnn_codec(tiny_model, 2, postfilter=True).identity != filtered.identity
+
+
 def test_filter_is_a_codec_of_its_own(make_image: MakeImage, tiny_model: str,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     from rnncodec import postfilter

@@ -8,6 +8,7 @@ and every lower count is the real file cut with ``truncate``, decoded by one pro
 
 from __future__ import annotations
 
+import hashlib
 import io
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
@@ -21,6 +22,7 @@ from PIL import Image, features
 from .. import codec as rnn
 from .. import postfilter as filters
 from .. import refine
+from ..zoo import load_model
 from .measure import Meter
 
 QUALITIES = (2, 5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 95)
@@ -181,13 +183,49 @@ def _larger(a: int | None, b: int | None) -> int | None:
     return None if a is None or b is None else max(a, b)
 
 
+def probe_image() -> np.ndarray:
+    """A fixed test card (gradients, flat blocks, seeded noise), just large enough for a filter:
+    what ``behaviour`` codes."""
+    rng = np.random.default_rng(2026)
+    y, x = np.mgrid[:filters.MIN_SIDE, :filters.MIN_SIDE]
+    card = np.stack([x * 1.5, y * 1.5, (x + y) * 0.7], axis=-1)
+    for y0, x0, h, w in rng.integers(8, 100, (12, 4)):
+        card[y0:y0 + h, x0:x0 + w] = rng.integers(0, 256, 3)
+    return (card + rng.normal(0, 3, card.shape)).clip(0, 255).astype(np.uint8)
+
+
+def behaviour(model: str, effort: int, postfilter: bool) -> tuple[bytes, str]:
+    """(a file of the probe image, a digest of what the codec makes of that image).
+
+    The digest covers the encoder's codes and reconstructions (floats, not pixels) for two
+    iterations of the probe's 64×64 corner, the first searched when ``effort`` is set; the file
+    of the whole probe, two iterations (entropy coders and format); and, with ``postfilter``,
+    the filter fitted to that file's image, whether or not it would pay. It is in the cache key,
+    so a change to any of these re-runs the points although the weights and options stay the
+    same: stop 24's encoder fix moved the reconstruction by 1e-7 (floats of the 64×64 corner)
+    and changed bits of 19 Kodak files, but no file of a probe this small.
+    """
+    card = probe_image()
+    digest = hashlib.sha256()
+    steps = rnn.iterate_codes(load_model(model), card[:64, :64], effort=min(effort, 1))
+    for _ in range(2):
+        codes, recon = next(steps)
+        digest.update(codes.tobytes() + recon.numpy().tobytes())
+    data = rnn.compress(card, iterations=2, model=model, postfilter=False)
+    digest.update(data)
+    if postfilter:
+        decoded = np.asarray(rnn.decompress(data, model=model).convert("RGB"))
+        digest.update(filters.fit(card, decoded).pack())
+    return data, digest.hexdigest()[:12]
+
+
 def rnn_codec(model: str, iterations: int = rnn.DEFAULT_ITERATIONS, effort: int = 0,
               postfilter: bool = False) -> RnnCodec | FilteredRnnCodec:
     """The adapter for one model, named after it (and the effort, when not 0, and the filter)
-    and identified by the weights digest and the entropy coder its files use (read from a tiny
-    file, as the codec picks it per model)."""
-    sample = rnn.info(rnn.compress(np.zeros((16, 16, 3), np.uint8), iterations=1, model=model))
-    name, digest, coder = (sample.as_dict()[k] for k in ("model", "weights", "coder"))
+    and identified by the weights digest and the entropy coder its files use (read from the
+    probe's file, as the codec picks the coder per model), and by its ``behaviour``."""
+    data, probe = behaviour(model, effort, postfilter)
+    name, digest, coder = (rnn.info(data).as_dict()[k] for k in ("model", "weights", "coder"))
     tag, label = (f"@effort{effort}", f" (effort {effort})") if effort else ("", "")
     search = (f"; search: {refine.STEPS} steps, look-ahead {refine.LOOKAHEAD}, rate weight "
               f"{refine.RATE_WEIGHT}") if effort else ""  # in the cache key: retuning re-runs
@@ -196,7 +234,7 @@ def rnn_codec(model: str, iterations: int = rnn.DEFAULT_ITERATIONS, effort: int 
     tag, label = (f"{tag}+filter", f"{label} + filter") if postfilter else (tag, label)
     fit = f"; filter {filters.FIT}, fitted to each cut (add_filter)" if postfilter else ""
     return kind(f"rnncodec:{name}{tag}", f"rnncodec {name}{label}",
-                f"weights {digest}, coder {coder}{label}{search}{fit}",
+                f"weights {digest}, coder {coder}{label}{search}{fit}; probe {probe}",
                 settings, "iterations", model=model, effort=effort)
 
 

@@ -1,9 +1,10 @@
 """Score every image × codec × setting once, caching each point so a rerun only does new work.
 
 The cache is a JSON-lines file, one point per line, keyed by codec name, codec identity (library
-versions and options, or model weights digest and entropy coder), setting, and a SHA-256 of the
-image's pixels: adding a model or an image reruns only that, and retrained weights or another
-library version are never mixed with old numbers.
+versions and options, or model weights digest, entropy coder and a digest of the encoder's
+behaviour on a test card), setting, and a SHA-256 of the image's pixels: adding a model or an
+image reruns only that, and retrained weights, a changed encoder or another library version are
+never mixed with old numbers.
 """
 
 from __future__ import annotations
