@@ -251,7 +251,22 @@ def test_add_filter_gives_a_cut_file_the_filter_compress_would(big: np.ndarray, 
         refit = codec.add_filter(cut, big, model=tiny_model)
         assert refit == codec.compress(big, iterations=k, model=tiny_model)
         assert codec.add_filter(refit, big, model=tiny_model) == refit  # replaced, not added
+        pixels = np.asarray(codec.decompress(cut, model=tiny_model))
+        assert codec.add_filter(cut, big, model=tiny_model, decoded=pixels) == refit
     assert codec.add_filter(long, big, model=tiny_model) == long
+
+
+def test_add_filter_takes_only_a_colour_files_pixels(big: np.ndarray, make_image,
+                                                    tiny_model: str) -> None:
+    data = codec.compress(big, iterations=1, model=tiny_model, postfilter=False)
+    pixels = np.asarray(codec.decompress(data, model=tiny_model))
+    for wrong in (pixels[:-1], pixels.astype(np.float32), pixels[..., 0]):
+        with pytest.raises(ValueError, match="H×W×3 uint8"):
+            codec.add_filter(data, big, model=tiny_model, decoded=wrong)
+    gray = make_image(filters.MIN_SIDE, 164, channels=0, seed=6)
+    data = codec.compress(gray, iterations=1, model=tiny_model, postfilter=False)
+    with pytest.raises(ValueError, match="grayscale file"):
+        codec.add_filter(data, gray, model=tiny_model, decoded=np.stack([gray] * 3, axis=-1))
 
 
 def test_add_filter_refuses_another_image_and_skips_small_ones(big: np.ndarray, make_image,

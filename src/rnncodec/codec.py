@@ -362,14 +362,17 @@ def _with_filter(data: bytes, header: Header, payloads: list[bytes], rgb: np.nda
 
 
 def add_filter(data: bytes | str | Path, image: ImageSource, *, model: str | None = None,
-               max_pixels: int = MAX_PIXELS) -> bytes:
+               max_pixels: int = MAX_PIXELS, decoded: np.ndarray | None = None) -> bytes:
     """The file with a filter fitted anew to the image after all its iterations (replacing any
     it had), or with none when the filter does not pay for itself (``postfilter.worth``).
 
     ``image`` is the original the file was made from. This gives a cut file (``truncate``) a
     filter of its own again: the result is the file ``compress`` would have made with that many
     iterations, since a file's first iterations do not depend on how many follow. Costs one
-    decode and a fit.
+    decode and a fit; a caller that holds the file's pixels, unfiltered (H×W×3 uint8, as
+    ``decode_iterations`` gives them for its last iteration), passes them as ``decoded`` and
+    saves the decode. A grayscale file's decoded pixels are one channel of the networks' three,
+    which the filter reads, so those are refused.
     """
     container, loaded, bit_coder = _open(data, model, max_pixels)
     header = container.header
@@ -377,14 +380,20 @@ def add_filter(data: bytes | str | Path, image: ImageSource, *, model: str | Non
     if rgb.shape[:2] != (header.height, header.width):
         raise ImageError(f"the image is {rgb.shape[1]}×{rgb.shape[0]}, the file "
                          f"{header.width}×{header.height}")
+    if decoded is not None and (header.gray or decoded.shape != rgb.shape
+                                or decoded.dtype != np.uint8):
+        raise ValueError("decoded pixels must be a colour file's, H×W×3 uint8 like the image; "
+                         f"got {decoded.dtype} {decoded.shape} for a "
+                         f"{'grayscale' if header.gray else 'colour'} file")
     plain = assemble(header, container.chunks)
     if min(header.width, header.height) < filters.MIN_SIDE:
         return plain
-    maps: list[np.ndarray] = []
-    for maps in _codes(container, bit_coder):
-        pass
-    return _with_filter(plain, header, container.chunks, rgb,
-                        _decode_rgb(loaded, header, maps), None)
+    if decoded is None:
+        maps: list[np.ndarray] = []
+        for maps in _codes(container, bit_coder):
+            pass
+        decoded = _decode_rgb(loaded, header, maps)
+    return _with_filter(plain, header, container.chunks, rgb, decoded, None)
 
 
 def _read_bytes(data: bytes | str | Path) -> bytes:

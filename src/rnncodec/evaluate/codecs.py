@@ -165,12 +165,13 @@ class FilteredRnnCodec(RnnCodec):
     was made for, so each setting's file is the embedded one cut there with a filter fitted
     anew (``add_filter``): the file ``compress`` makes for that many iterations, for one encode
     (the slow bit search runs once). Encode time: the encode up to the setting plus
-    ``add_filter``, which decodes the cut file once more than ``compress`` needs to."""
+    ``add_filter``'s fit, given the pixels the progressive pass decoded (``compress`` has them
+    from its own closed loop)."""
 
     def run(self, rgb: np.ndarray, settings: Sequence[int]) -> Iterator[Coded]:
         for plain in super().run(rgb, settings):
             meter = Meter()
-            data = rnn.add_filter(plain.data, rgb, model=self.model)
+            data = rnn.add_filter(plain.data, rgb, model=self.model, decoded=plain.decoded)
             fit_s, fit_peak = meter.seconds(), meter.peak_rss()
             meter = Meter()
             decoded = np.asarray(rnn.decompress(data, model=self.model))
