@@ -340,7 +340,7 @@ def compress(image: ImageSource, *, iterations: int | None = None, bpp: float | 
         if original is not None and decoded is not None and target.quality_reached(
                 original, np.asarray(to_image(decoded, gray))):
             break
-    if not postfilter or min(width, height) < filters.MIN_SIDE:
+    if not postfilter or not filters.applies(width, height):
         return bytes(out)
     if last is None:  # tiled: the pixels were not kept, so decode them as decompress will
         last = _decode_rgb(loaded, header, history[:len(payloads)])
@@ -386,7 +386,7 @@ def add_filter(data: bytes | str | Path, image: ImageSource, *, model: str | Non
                          f"got {decoded.dtype} {decoded.shape} for a "
                          f"{'grayscale' if header.gray else 'colour'} file")
     plain = assemble(header, container.chunks)
-    if min(header.width, header.height) < filters.MIN_SIDE:
+    if not filters.applies(header.width, header.height):
         return plain
     if decoded is None:
         maps: list[np.ndarray] = []

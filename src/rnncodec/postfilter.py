@@ -46,6 +46,11 @@ _HEAD = struct.Struct(">BB")  # kernel side, weight shift
 MIN_SIDE = MS_SSIM_MIN_SIDE
 
 
+def applies(width: int, height: int) -> bool:
+    """Whether an image of this size is ever filtered (see ``MIN_SIDE``)."""
+    return min(width, height) >= MIN_SIDE
+
+
 @dataclass(frozen=True)
 class Filter:
     """Quantized filter: ``weights`` int8 of 3 (out) × 3 (in) × k × k, ``bias`` int8 of 3."""
