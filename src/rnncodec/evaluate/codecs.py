@@ -215,7 +215,7 @@ def behaviour(model: str, effort: int, postfilter: bool) -> tuple[bytes, str]:
     data = rnn.compress(card, iterations=2, model=model, postfilter=False)
     digest.update(data)
     if postfilter:
-        decoded = np.asarray(rnn.decompress(data, model=model).convert("RGB"))
+        decoded = np.asarray(rnn.decompress(data, model=model))  # the card is colour: RGB
         digest.update(filters.fit(card, decoded).pack())
     return data, digest.hexdigest()[:12]
 
