@@ -140,6 +140,55 @@ def test_cut_inside_a_chunk_or_the_header_is_an_error(rnnc: bytes) -> None:
         parse(rnnc[: full.size_after(2) + 6])
 
 
+def test_a_cut_stream_gives_its_complete_chunks_when_allowed(rnnc: bytes) -> None:
+    """allow_cut: data that ends anywhere inside a chunk (its length, payload or CRC) parses to
+    the chunks before it, and says which iteration was cut; at boundaries nothing is cut."""
+    full = parse(rnnc)
+    for n in range(full.header_size, len(rnnc) + 1):
+        c = parse(rnnc[:n], allow_cut=True)
+        k = len(c.chunks)
+        assert c.header == full.header and c.chunks == full.chunks[:k]
+        assert full.size_after(k) <= n < full.size_after(k + 1) or n == len(rnnc)
+        if n == full.size_after(k):
+            assert c.cut is None
+            assert parse(rnnc[:n]) == c
+        else:
+            assert c.cut == f"file truncated inside iteration {k + 1}"
+
+
+def test_allowing_a_cut_still_refuses_what_is_damaged(rnnc: bytes) -> None:
+    """A cut is only data missing at the end: damage to what is there, or a cut header, is
+    still an error."""
+    full = parse(rnnc)
+    cut = rnnc[:full.size_after(3) + 5]
+    damaged = bytearray(cut)
+    damaged[full.size_after(1) + 6] ^= 1  # inside the complete second chunk
+    with pytest.raises(FormatError, match="checksum mismatch in iteration 2"):
+        parse(bytes(damaged), allow_cut=True)
+    with pytest.raises(FormatError, match="truncated inside the header"):
+        parse(rnnc[:full.header_size - 1], allow_cut=True)
+    with pytest.raises(FormatError, match="magic"):
+        parse(b"RNN", allow_cut=True)
+    extra = rnnc + b"\x00\x00\x00\x01x" + struct.pack(">I", 0)  # a whole chunk, wrong CRC
+    with pytest.raises(FormatError, match="checksum mismatch in iteration 7"):
+        parse(extra, allow_cut=True)
+
+
+def test_a_cut_filter_chunk_leaves_the_iterations(rnnc: bytes) -> None:
+    """Cut inside the filter chunk: the iterations are all complete, without the filter."""
+    full = parse(rnnc)
+    filtered = assemble(full.header, full.chunks, b"\x01\x00" + bytes(12))
+    start = len(filtered) - 22  # its length, 14 bytes of payload and its CRC follow
+    for n in range(start + 1, len(filtered)):
+        c = parse(filtered[:n], allow_cut=True)
+        assert c.chunks == full.chunks and c.filter is None
+        assert c.cut == ("file truncated inside the filter chunk" if n >= start + 4
+                         else "file truncated inside iteration 7")  # the length: can't tell
+        with pytest.raises(FormatError, match="truncated"):
+            parse(filtered[:n])
+    assert parse(filtered, allow_cut=True).filter == b"\x01\x00" + bytes(12)
+
+
 def test_cut_file_is_refused_by_decompress(rnnc: bytes, tiny_model: str) -> None:
     with pytest.raises(FormatError, match="truncated"):
         codec.decompress(rnnc[:-1], model=tiny_model)

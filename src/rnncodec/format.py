@@ -3,15 +3,16 @@ and in version 3 optionally a filter chunk after the last iteration (postfilter.
 
 Chunks are self-delimiting and carry no count in the header, so cutting a file after any chunk
 leaves a valid, shorter file: the bitstream is embedded (a file cut before its filter chunk
-simply has none). Every length and size is checked against the data actually present before
-anything is allocated.
+simply has none). A file cut inside a chunk (an interrupted download) still holds its complete
+chunks: ``parse(data, allow_cut=True)`` returns those and says where the cut is. Every length
+and size is checked against the data actually present before anything is allocated.
 """
 
 from __future__ import annotations
 
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .errors import FormatError
 from .tiling import BLOCK, MAX_TILE, MIN_TILE
@@ -59,6 +60,7 @@ class Container:
     header_size: int
     chunks: list[bytes]  # one payload per iteration
     filter: bytes | None = None  # the filter chunk's payload, for the image after all chunks
+    cut: str | None = None  # where the data ends inside a chunk (parse's allow_cut), else None
 
     def size_after(self, iterations: int) -> int:
         """Bytes of a file holding the first ``iterations`` chunks (and the filter, when it holds
@@ -78,8 +80,13 @@ def pack_chunk(index: int, payload: bytes) -> bytes:
     return _CHUNK.pack(len(payload) | (index & FILTER_MARK)) + payload + _CRC.pack(crc)
 
 
-def parse(data: bytes) -> Container:
-    """Validate and split a whole .rnnc file. Raises FormatError with one clear message."""
+def parse(data: bytes, *, allow_cut: bool = False) -> Container:
+    """Validate and split a whole .rnnc file. Raises FormatError with one clear message.
+
+    With ``allow_cut``, data that ends inside a chunk is not an error: the container holds the
+    complete chunks before the cut, and ``cut`` says where it is. Whatever is present must still
+    be valid (a damaged length field that points past the end cannot be told from a cut).
+    """
     if len(data) < 4 or data[:4] != MAGIC:
         raise FormatError("not an .rnnc file (bad magic bytes)")
     if len(data) < _FIXED.size:
@@ -112,33 +119,42 @@ def parse(data: bytes) -> Container:
                     data[digest_end - 16:digest_end], tile)
     pos = end + _CRC.size
     chunks: list[bytes] = []
+    container = Container(header, pos, chunks)
     while pos < len(data):
         i = len(chunks)
         if len(data) - pos < _CHUNK.size:
-            raise FormatError(f"file truncated inside iteration {i + 1}")
+            return _cut(container, f"file truncated inside iteration {i + 1}", allow_cut)
         (n,) = _CHUNK.unpack_from(data, pos)
         if version == 3 and n & FILTER_MARK:
-            return _filter_chunk(data, pos, Container(header, end + _CRC.size, chunks))
+            return _filter_chunk(data, pos, container, allow_cut)
         if i >= MAX_ITERATIONS:
             raise FormatError(f"more than {MAX_ITERATIONS} iterations in file")
         if n > len(data) - pos - _CHUNK.size - _CRC.size:
-            raise FormatError(f"file truncated inside iteration {i + 1}")
+            return _cut(container, f"file truncated inside iteration {i + 1}", allow_cut)
         payload = data[pos + _CHUNK.size:pos + _CHUNK.size + n]
         if pack_chunk(i, payload) != data[pos:pos + _CHUNK.size + n + _CRC.size]:
             raise FormatError(f"checksum mismatch in iteration {i + 1}: the file is corrupt")
         chunks.append(payload)
         pos += _CHUNK.size + n + _CRC.size
-    return Container(header, end + _CRC.size, chunks)
+    return container
 
 
-def _filter_chunk(data: bytes, pos: int, container: Container) -> Container:
+def _cut(container: Container, message: str, allow_cut: bool) -> Container:
+    """The complete chunks of data that ends inside a chunk, or FormatError(message) unless
+    ``allow_cut``."""
+    if not allow_cut:
+        raise FormatError(message)
+    return replace(container, cut=message)
+
+
+def _filter_chunk(data: bytes, pos: int, container: Container, allow_cut: bool) -> Container:
     """The container with the filter chunk at ``pos``, which must follow an iteration and end
-    the file."""
+    the file (a cut one: the container without it, when ``allow_cut``)."""
     n = _CHUNK.unpack_from(data, pos)[0] & ~FILTER_MARK
     if not container.chunks:
         raise FormatError("filter chunk before any iteration")
     if n > len(data) - pos - _CHUNK.size - _CRC.size:
-        raise FormatError("file truncated inside the filter chunk")
+        return _cut(container, "file truncated inside the filter chunk", allow_cut)
     end = pos + _CHUNK.size + n + _CRC.size
     payload = data[pos + _CHUNK.size:pos + _CHUNK.size + n]
     if pack_chunk(FILTER_MARK | len(container.chunks), payload) != data[pos:end]:
