@@ -18,7 +18,14 @@ from rnncodec.codec import DEFAULT_ITERATIONS, Target
 
 # the coders a model without learned tables can use (the tiny test models have none)
 CODERS = ("raw", "context", "best")
-from rnncodec.errors import FormatError, ImageError, InputMissingError, ModelError
+from rnncodec.errors import (
+    ArgumentError,
+    FormatError,
+    ImageError,
+    InputMissingError,
+    ModelError,
+    RnncError,
+)
 from rnncodec.format import MAX_ITERATIONS, parse
 from rnncodec.metrics import ms_ssim, psnr
 
@@ -60,6 +67,7 @@ def test_public_api_is_exported() -> None:
                  "load_model", "RnncError", "FormatError", "ModelError"):
         assert hasattr(rnncodec, name)
     assert rnncodec.compress is codec.compress
+    assert rnncodec.ArgumentError is ArgumentError
 
 
 def test_compress_and_decompress_are_deterministic(
@@ -165,9 +173,9 @@ def test_progressive_decoding_and_progress_callbacks(rnnc: bytes, rgb: np.ndarra
                                                                             model=tiny_model)))
     assert np.array_equal(np.asarray(steps[2]),
                           np.asarray(codec.decompress(rnnc, iterations=3, model=tiny_model)))
-    # asking for more iterations than stored decodes all of them
-    assert np.array_equal(np.asarray(codec.decompress(rnnc, iterations=50, model=tiny_model)),
-                          np.asarray(steps[-1]))
+    # asking for more iterations than stored is an error that says how many there are
+    with pytest.raises(ArgumentError, match="asked for 50 iterations, but the file holds 6"):
+        codec.decompress(rnnc, iterations=50, model=tiny_model)
     seen: list[int] = []
     codec.decompress(rnnc, iterations=4, model=tiny_model, progress=seen.append)
     assert seen == [1, 2, 3, 4]
@@ -314,9 +322,9 @@ def test_quality_target_on_gray_image_uses_the_gray_image(tiny_model: str) -> No
     ({"ms_ssim": 0.9, "psnr": 30}, "only one"),
 ])
 def test_target_validation(kw: dict, match: str, rgb: np.ndarray, tiny_model: str) -> None:
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ArgumentError, match=match):
         Target(**kw)
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ArgumentError, match=match):
         codec.compress(rgb, model=tiny_model, **kw)
 
 
@@ -328,7 +336,7 @@ def test_target_limits() -> None:
 
 
 def test_unknown_coder(rgb: np.ndarray, tiny_model: str) -> None:
-    with pytest.raises(ValueError, match="unknown entropy coder"):
+    with pytest.raises(ArgumentError, match="unknown entropy coder"):
         codec.compress(rgb, iterations=1, model=tiny_model, coder="huffman")
 
 
@@ -402,8 +410,56 @@ def test_truncate_by_iterations_and_bpp(rnnc: bytes, rgb: np.ndarray, tiny_model
 
 @pytest.mark.parametrize("kw", [{}, {"iterations": 2, "bpp": 1.0}, {"iterations": 0}])
 def test_truncate_argument_errors(kw: dict, rnnc: bytes) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ArgumentError):
         codec.truncate(rnnc, **kw)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda a, f, m: codec.compress(a, iterations=1, model=m, effort=-1), "effort"),
+    (lambda a, f, m: codec.compress(a, iterations=1, model=m, tile=17), "tile side"),
+    (lambda a, f, m: codec.compress(a, iterations=1, model=m, coder="zip"), "unknown entropy"),
+    (lambda a, f, m: codec.compress(a, iterations=1, bpp=1.0, model=m), "only one"),
+    (lambda a, f, m: codec.decompress(f, iterations=0, model=m), "at least 1"),
+    (lambda a, f, m: codec.decompress(f, iterations=7, model=m),
+     "asked for 7 iterations, but the file holds 6 iterations"),
+    (lambda a, f, m: codec.truncate(f), "exactly one"),
+    (lambda a, f, m: codec.add_filter(f, a, model=m, decoded=a[..., 0]), "decoded pixels"),
+], ids=["effort", "tile", "coder", "targets", "zero", "more than held", "truncate",
+        "add_filter"])
+def test_argument_errors_are_rnnc_errors(call, match: str, rgb: np.ndarray, rnnc: bytes,
+                                         tiny_model: str) -> None:
+    """Bad arguments raise ArgumentError: an RnncError (exit status 2 on the command line) that
+    is also the ValueError such mistakes always were."""
+    with pytest.raises(ArgumentError, match=match) as e:
+        call(rgb, rnnc, tiny_model)
+    assert isinstance(e.value, RnncError) and isinstance(e.value, ValueError)
+    assert e.value.exit_code == 2
+
+
+def test_a_cut_file_gives_its_complete_iterations_when_allowed(rnnc: bytes,
+                                                                tiny_model: str) -> None:
+    """Cut inside iteration 5 (as an interrupted download leaves it): refused by default;
+    with allow_cut, the 4 complete iterations decode as a file of 4 would, and info, truncate
+    and decode_iterations agree on them."""
+    whole = parse(rnnc)
+    cut = rnnc[:whole.size_after(4) + 7]
+    with pytest.raises(FormatError, match="truncated inside iteration 5"):
+        codec.decompress(cut, model=tiny_model)
+    with pytest.raises(FormatError, match="truncated inside iteration 5"):
+        codec.info(cut)
+    i = codec.info(cut, allow_cut=True)
+    assert i.iterations == 4 and i.cut == "file truncated inside iteration 5"
+    assert i.as_dict()["cut"] == i.cut and codec.info(rnnc).as_dict()["cut"] is None
+    four = np.asarray(codec.decompress(rnnc, iterations=4, model=tiny_model))
+    assert np.array_equal(np.asarray(codec.decompress(cut, model=tiny_model, allow_cut=True)),
+                          four)
+    steps = list(codec.decode_iterations(cut, model=tiny_model, allow_cut=True))
+    assert len(steps) == 4 and np.array_equal(np.asarray(steps[-1]), four)
+    assert codec.truncate(cut, iterations=9, allow_cut=True) == rnnc[:whole.size_after(4)]
+    with pytest.raises(ArgumentError, match="holds 4 complete iterations"):
+        codec.decompress(cut, iterations=5, model=tiny_model, allow_cut=True)
+    with pytest.raises(FormatError, match="truncated inside iteration 1"):  # nothing complete
+        codec.decompress(rnnc[:whole.size_after(0) + 3], model=tiny_model, allow_cut=True)
 
 
 def test_truncate_refuses_corrupt_input(rnnc: bytes) -> None:

@@ -6,12 +6,21 @@
 """
 
 from .codec import add_filter, compress, decode_iterations, decompress, info, truncate
-from .errors import FormatError, ImageError, InputMissingError, ModelError, OutputError, RnncError
+from .errors import (
+    ArgumentError,
+    FormatError,
+    ImageError,
+    InputMissingError,
+    ModelError,
+    OutputError,
+    RnncError,
+)
 from .zoo import DEFAULT_MODEL, MODELS, load_model
 
 __all__ = [
     "DEFAULT_MODEL",
     "MODELS",
+    "ArgumentError",
     "FormatError",
     "ImageError",
     "InputMissingError",

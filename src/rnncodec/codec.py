@@ -30,7 +30,7 @@ from .entropy import (
     make_coder,
     resolve,
 )
-from .errors import FormatError, ImageError, InputMissingError, ModelError
+from .errors import ArgumentError, FormatError, ImageError, InputMissingError, ModelError
 from .format import MAX_ITERATIONS, Container, Header, assemble, pack_chunk, parse
 from .images import MAX_PIXELS, ImageSource, load_image, to_array, to_image, to_tensor
 from .metrics import ms_ssim, psnr
@@ -57,15 +57,15 @@ class Target:
     def __post_init__(self) -> None:
         set_ = [k for k, v in vars(self).items() if v is not None]
         if len(set_) > 1:
-            raise ValueError(f"give only one rate target, not {' and '.join(set_)}")
+            raise ArgumentError(f"give only one rate target, not {' and '.join(set_)}")
         if self.iterations is not None and not 1 <= self.iterations <= MAX_ITERATIONS:
-            raise ValueError(f"iterations must be between 1 and {MAX_ITERATIONS}")
+            raise ArgumentError(f"iterations must be between 1 and {MAX_ITERATIONS}")
         if self.bpp is not None and not self.bpp > 0:
-            raise ValueError("bpp must be positive")
+            raise ArgumentError("bpp must be positive")
         if self.ms_ssim is not None and not 0 < self.ms_ssim < 1:
-            raise ValueError("ms_ssim must be between 0 and 1")
+            raise ArgumentError("ms_ssim must be between 0 and 1")
         if self.psnr is not None and not self.psnr > 0:
-            raise ValueError("psnr must be positive")
+            raise ArgumentError("psnr must be positive")
 
     @property
     def max_iterations(self) -> int:
@@ -309,7 +309,7 @@ def compress(image: ImageSource, *, iterations: int | None = None, bpp: float | 
     it is worth its bytes (postfilter.py); it costs about 240 bytes and an encode-time fit.
     """
     if effort < 0:
-        raise ValueError("effort must be at least 0")
+        raise ArgumentError("effort must be at least 0")
     target = Target(iterations, bpp, ms_ssim, psnr)
     rgb, gray = load_image(image, max_pixels)
     height, width = rgb.shape[:2]
@@ -382,7 +382,7 @@ def add_filter(data: bytes | str | Path, image: ImageSource, *, model: str | Non
                          f"{header.width}×{header.height}")
     if decoded is not None and (header.gray or decoded.shape != rgb.shape
                                 or decoded.dtype != np.uint8):
-        raise ValueError("decoded pixels must be a colour file's, H×W×3 uint8 like the image; "
+        raise ArgumentError("decoded pixels must be a colour file's, H×W×3 uint8 like the image; "
                          f"got {decoded.dtype} {decoded.shape} for a "
                          f"{'grayscale' if header.gray else 'colour'} file")
     plain = assemble(header, container.chunks)
@@ -429,16 +429,17 @@ def _check_model(header: Header, model: str | None) -> LoadedModel:
     return loaded
 
 
-def _open(data: bytes | str | Path, model: str | None,
-          max_pixels: int) -> tuple[Container, LoadedModel, BitCoder]:
-    """Parse a file and check it against the pixel limit and its model, allocating nothing."""
-    container = parse(_read_bytes(data))
+def _open(data: bytes | str | Path, model: str | None, max_pixels: int,
+          allow_cut: bool = False) -> tuple[Container, LoadedModel, BitCoder]:
+    """Parse a file and check it against the pixel limit and its model, allocating nothing
+    (``allow_cut``: a file cut inside a chunk gives its complete ones; see format.parse)."""
+    container = parse(_read_bytes(data), allow_cut=allow_cut)
     header = container.header
     if header.width * header.height > max_pixels:
         raise FormatError(f"file declares {header.width}×{header.height} pixels, over the limit "
                           f"of {max_pixels}")
     if not container.chunks:
-        raise FormatError("file holds no iterations")
+        raise FormatError(container.cut or "file holds no iterations")
     coder = coder_name(header.coder)
     loaded = _check_model(header, model)
     return container, loaded, make_coder(coder, loaded.tables)
@@ -462,15 +463,16 @@ def _filter(container: Container, iterations: int) -> filters.Filter | None:
 
 
 def decode_iterations(data: bytes | str | Path, *, model: str | None = None,
-                      max_pixels: int = MAX_PIXELS) -> Iterator[Image.Image]:
+                      max_pixels: int = MAX_PIXELS,
+                      allow_cut: bool = False) -> Iterator[Image.Image]:
     """Yield the decoded image after each iteration stored in the file (progressive decoding;
-    the file's filter, if any, applies to the last).
+    the file's filter, if any, applies to the last). ``allow_cut`` as for ``decompress``.
 
     Every tile's network state is held from one iteration to the next, so memory grows with the
     image even for tiled files (about 0.5 KB per pixel); ``decompress`` decodes tiled files one
     tile at a time instead.
     """
-    container, loaded, bit_coder = _open(data, model, max_pixels)
+    container, loaded, bit_coder = _open(data, model, max_pixels, allow_cut)
     h = container.header
     last = _filter(container, len(container.chunks))
     tiles = plan(h.width, h.height, h.tile)
@@ -512,14 +514,20 @@ def _decode_rgb(loaded: LoadedModel, header: Header, maps: list[np.ndarray],
 
 def decompress(data: bytes | str | Path, *, iterations: int | None = None,
                model: str | None = None, max_pixels: int = MAX_PIXELS,
-               progress: Progress | None = None) -> Image.Image:
-    """Decode .rnnc bytes or a path to a PIL image (L or RGB), using at most ``iterations``
-    (the file's filter, if any, applies only when all are used; see ``_decode_rgb`` for
-    memory)."""
+               progress: Progress | None = None, allow_cut: bool = False) -> Image.Image:
+    """Decode .rnnc bytes or a path to a PIL image (L or RGB), using the first ``iterations``
+    (default: all; more than the file holds is an ArgumentError). The file's filter, if any,
+    applies only when all are used; see ``_decode_rgb`` for memory.
+
+    A file cut inside a chunk is a FormatError unless ``allow_cut``, which decodes the complete
+    iterations before the cut, as viewers show a cut progressive JPEG (``info`` says where).
+    """
     if iterations is not None and iterations < 1:
-        raise ValueError("iterations must be at least 1")
-    container, loaded, bit_coder = _open(data, model, max_pixels)
-    n = min(len(container.chunks), iterations or len(container.chunks))
+        raise ArgumentError("iterations must be at least 1")
+    container, loaded, bit_coder = _open(data, model, max_pixels, allow_cut)
+    n = len(container.chunks) if iterations is None else iterations
+    if n > len(container.chunks):
+        raise ArgumentError(f"asked for {n} iterations, but {_holds(container)}")
     last = _filter(container, n)
     maps: list[np.ndarray] = []
     for maps in _codes(container, bit_coder):
@@ -529,17 +537,30 @@ def decompress(data: bytes | str | Path, *, iterations: int | None = None,
     return to_image(image if last is None else filters.apply(last, image), container.header.gray)
 
 
+def _holds(container: Container) -> str:
+    """How many iterations a file holds, in words (for errors)."""
+    n = len(container.chunks)
+    noun = "iteration" if n == 1 else "iterations"
+    if container.cut:
+        return f"the file holds {n} complete {noun} ({container.cut})"
+    return f"the file holds {n} {noun}"
+
+
 def truncate(data: bytes | str | Path, *, iterations: int | None = None,
-             bpp: float | None = None) -> bytes:
-    """A shorter file holding the first iterations of another, without re-encoding (and its
-    filter only if it keeps them all: the filter was fitted to the image after the last)."""
+             bpp: float | None = None, allow_cut: bool = False) -> bytes:
+    """A shorter file holding at most the first ``iterations`` of another, or the most within
+    ``bpp``, without re-encoding (and its filter only if it keeps them all: the filter was
+    fitted to the image after the last). ``allow_cut``: a file cut inside a chunk gives a
+    valid one of its complete iterations instead of a FormatError."""
     if (iterations is None) == (bpp is None):
-        raise ValueError("give exactly one of iterations or bpp")
-    container = parse(_read_bytes(data))
+        raise ArgumentError("give exactly one of iterations or bpp")
+    if iterations is not None and iterations < 1:
+        raise ArgumentError("iterations must be at least 1")
+    container = parse(_read_bytes(data), allow_cut=allow_cut)
+    if container.cut and not container.chunks:
+        raise FormatError(container.cut)
     n = len(container.chunks)
     if iterations is not None:
-        if iterations < 1:
-            raise ValueError("iterations must be at least 1")
         n = min(n, iterations)
     else:
         budget = bpp * container.header.width * container.header.height
@@ -559,6 +580,7 @@ class Info:
     bpp_per_iteration: list[float]  # bits per pixel of the file cut after each iteration
     coders: list[str]  # the entropy coder of each iteration (they differ under "best")
     filtered: bool  # whether the file holds a filter for the image after its last iteration
+    cut: str | None = None  # where a file cut inside a chunk ends (info's allow_cut)
 
     def as_dict(self) -> dict[str, object]:
         h = self.header
@@ -568,14 +590,17 @@ class Info:
                 "iterations": self.iterations, "bytes": self.bytes,
                 "bpp": self.bpp_per_iteration[-1] if self.bpp_per_iteration else 0.0,
                 "bpp_per_iteration": self.bpp_per_iteration,
-                "coder_per_iteration": self.coders, "filter": self.filtered}
+                "coder_per_iteration": self.coders, "filter": self.filtered,
+                "cut": self.cut}
 
 
-def info(data: bytes | str | Path) -> Info:
-    """Header fields, iterations present and the bpp after each of them."""
+def info(data: bytes | str | Path, *, allow_cut: bool = False) -> Info:
+    """Header fields, iterations present and the bpp after each of them. ``allow_cut``: a file
+    cut inside a chunk reports its complete iterations and where the cut is (``Info.cut``)
+    instead of raising FormatError."""
     raw = _read_bytes(data)
-    c: Container = parse(raw)
+    c: Container = parse(raw, allow_cut=allow_cut)
     pixels = c.header.width * c.header.height
     bpp = [c.size_after(i + 1) * 8 / pixels for i in range(len(c.chunks))]
     return Info(c.header, len(c.chunks), len(raw), bpp, chunk_coders(c.header.coder, c.chunks),
-                c.filter is not None)
+                c.filter is not None, c.cut)

@@ -27,6 +27,13 @@ class ModelError(RnncError):
     exit_code = 65  # EX_DATAERR
 
 
+class ArgumentError(RnncError, ValueError):
+    """A bad argument: out of range, conflicting with another, or asking for more iterations
+    than a file holds. Also a ValueError, which such mistakes have always been in Python."""
+
+    exit_code = 2  # bad usage, as for the command line's own option errors
+
+
 class InputMissingError(RnncError):
     """An input path that does not exist or cannot be read."""
 

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import ArgumentError
+
 BLOCK = 16
 CONTEXT = 2  # blocks of context above and left of each tile (format version 2)
 MIN_TILE = 64
@@ -58,9 +60,9 @@ class Tile:
 
 
 def check_tile(tile: int) -> None:
-    """Raise ValueError unless ``tile`` is 0 (whole image) or a valid tile side in pixels."""
+    """Raise ArgumentError unless ``tile`` is 0 (whole image) or a valid tile side in pixels."""
     if tile != 0 and not (MIN_TILE <= tile <= MAX_TILE and tile % BLOCK == 0):
-        raise ValueError(f"tile side must be 0 (no tiling) or a multiple of {BLOCK} from "
+        raise ArgumentError(f"tile side must be 0 (no tiling) or a multiple of {BLOCK} from "
                          f"{MIN_TILE} to {MAX_TILE}, not {tile}")
 
 

@@ -14,7 +14,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from ..errors import FormatError, ModelError
+from ..errors import ArgumentError, FormatError, ModelError
 from .best import BestCoder, chunk_coder
 from .context import ContextCoder
 from .neural import PREFIX as NEURAL_PREFIX
@@ -60,7 +60,7 @@ def make_coder(name: str, tables: Mapping[str, torch.Tensor]) -> BitCoder:
         if not ships_neural(tables):
             raise ModelError("this model ships no neural entropy coder; use --coder context")
         return NeuralCoder(tables)
-    raise ValueError(f"unknown entropy coder {name!r}; choose one of {', '.join(CODER_NAMES)}")
+    raise ArgumentError(f"unknown entropy coder {name!r}; choose one of {', '.join(CODER_NAMES)}")
 
 
 def coder_name(coder_id: int) -> str:
