@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from rnncodec.errors import (
     InputMissingError,
     ModelError,
     RnncError,
+    RnncWarning,
 )
 from rnncodec.format import MAX_ITERATIONS, parse
 from rnncodec.metrics import ms_ssim, psnr
@@ -67,7 +69,7 @@ def test_public_api_is_exported() -> None:
                  "load_model", "RnncError", "FormatError", "ModelError"):
         assert hasattr(rnncodec, name)
     assert rnncodec.compress is codec.compress
-    assert rnncodec.ArgumentError is ArgumentError
+    assert rnncodec.ArgumentError is ArgumentError and rnncodec.RnncWarning is RnncWarning
 
 
 def test_compress_and_decompress_are_deterministic(
@@ -91,6 +93,7 @@ def _mode_source(mode: str) -> Image.Image:
     return rgb_img.convert(mode)
 
 
+@pytest.mark.filterwarnings("ignore::rnncodec.errors.RnncWarning")  # the RGBA's alpha
 @pytest.mark.parametrize("mode, decoded", [("RGB", "RGB"), ("RGBA", "RGB"), ("P", "RGB"),
                                            ("CMYK", "RGB"), ("YCbCr", "RGB"), ("L", "L"),
                                            ("1", "L"), ("LA", "L"), ("I;16", "L"), ("I", "L")])
@@ -104,6 +107,7 @@ def test_modes_decode_by_the_stated_rule(mode: str, decoded: str, tiny_model: st
     assert parse(data).header.gray == (decoded == "L")
 
 
+@pytest.mark.filterwarnings("ignore::rnncodec.errors.RnncWarning")  # random alpha is dropped
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32, np.float64, bool])
 @pytest.mark.parametrize("channels", [0, 1, 3, 4])
 def test_numpy_inputs(dtype: type, channels: int, tiny_model: str) -> None:
@@ -460,6 +464,21 @@ def test_a_cut_file_gives_its_complete_iterations_when_allowed(rnnc: bytes,
         codec.decompress(cut, iterations=5, model=tiny_model, allow_cut=True)
     with pytest.raises(FormatError, match="truncated inside iteration 1"):  # nothing complete
         codec.decompress(rnnc[:whole.size_after(0) + 3], model=tiny_model, allow_cut=True)
+
+
+def test_dropped_transparency_is_a_warning(tiny_model: str) -> None:
+    a = gradient_image(20, 24, channels=4)
+    a[..., 3] = 255
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        codec.compress(a, iterations=1, model=tiny_model)  # opaque: nothing is lost
+    a[3, 5, 3] = 0
+    with pytest.warns(RnncWarning, match="transparency is dropped"):
+        codec.compress(a, iterations=1, model=tiny_model)
+    p = Image.fromarray(a[..., :3]).convert("P", palette=Image.ADAPTIVE)
+    p.info["transparency"] = int(np.asarray(p)[0, 0])
+    with pytest.warns(RnncWarning, match="transparency"):
+        codec.compress(p, iterations=1, model=tiny_model)
 
 
 def test_truncate_refuses_corrupt_input(rnnc: bytes) -> None:

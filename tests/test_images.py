@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 from conftest import gradient_image
 from PIL import Image
 
-from rnncodec.errors import ImageError, InputMissingError
+from rnncodec.errors import ImageError, InputMissingError, RnncWarning
 from rnncodec.images import load_image, to_array, to_image, to_tensor
 
 
@@ -35,7 +36,8 @@ def test_rgb_passes_through_unchanged() -> None:
 def test_rgba_drops_alpha() -> None:
     a = gradient_image(6, 7, channels=4)
     a[..., 3] = 0  # fully transparent: the colour is still kept, alpha ignored
-    out, gray = load_image(Image.fromarray(a, "RGBA"))
+    with pytest.warns(RnncWarning, match="transparency is dropped"):
+        out, gray = load_image(Image.fromarray(a, "RGBA"))
     assert not gray
     assert np.array_equal(out, a[..., :3])
 
@@ -86,7 +88,8 @@ def test_mode_1_is_gray_black_and_white() -> None:
 def test_la_is_gray_and_drops_alpha() -> None:
     a = gradient_image(5, 6, channels=0)
     img = Image.merge("LA", [Image.fromarray(a, "L"), Image.new("L", (6, 5), 0)])
-    out, gray = load_image(img)
+    with pytest.warns(RnncWarning, match="transparency"):
+        out, gray = load_image(img)
     assert gray and np.array_equal(out[..., 1], a)
 
 
@@ -137,6 +140,7 @@ def test_exif_orientation_is_applied() -> None:
 # --- numpy arrays ---------------------------------------------------------------------------
 
 
+@pytest.mark.filterwarnings("ignore::rnncodec.errors.RnncWarning")  # random alpha is dropped
 @pytest.mark.parametrize("shape, gray", [((5, 7), True), ((5, 7, 1), True), ((5, 7, 3), False),
                                          ((5, 7, 4), False)])
 def test_uint8_arrays(shape: tuple, gray: bool) -> None:
@@ -204,10 +208,17 @@ def test_paths_and_bytes(tmp_path: Path) -> None:
 
 
 def test_missing_path_and_directory(tmp_path: Path) -> None:
-    with pytest.raises(InputMissingError):
+    with pytest.raises(InputMissingError, match="no such file"):
         load_image(tmp_path / "missing.png")
-    with pytest.raises(InputMissingError):
+    with pytest.raises(InputMissingError, match="is a directory"):
         load_image(tmp_path)
+
+
+def test_a_fifo_is_refused_unread(tmp_path: Path) -> None:
+    """Opening a FIFO nobody writes to would block for ever."""
+    os.mkfifo(tmp_path / "pipe.png")
+    with pytest.raises(InputMissingError, match="is a FIFO, not a regular file"):
+        load_image(tmp_path / "pipe.png")
 
 
 def test_garbage_file_and_bytes(tmp_path: Path) -> None:

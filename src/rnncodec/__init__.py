@@ -14,6 +14,7 @@ from .errors import (
     ModelError,
     OutputError,
     RnncError,
+    RnncWarning,
 )
 from .zoo import DEFAULT_MODEL, MODELS, load_model
 
@@ -27,6 +28,7 @@ __all__ = [
     "ModelError",
     "OutputError",
     "RnncError",
+    "RnncWarning",
     "add_filter",
     "compress",
     "decode_iterations",

@@ -32,7 +32,15 @@ from .entropy import (
 )
 from .errors import ArgumentError, FormatError, ImageError, InputMissingError, ModelError
 from .format import MAX_ITERATIONS, Container, Header, assemble, pack_chunk, parse
-from .images import MAX_PIXELS, ImageSource, load_image, to_array, to_image, to_tensor
+from .images import (
+    MAX_PIXELS,
+    ImageSource,
+    check_readable,
+    load_image,
+    to_array,
+    to_image,
+    to_tensor,
+)
 from .metrics import ms_ssim, psnr
 from .networks import BITS
 from .refine import SEARCH_TILE_PIXELS, refine, signs
@@ -400,13 +408,11 @@ def _read_bytes(data: bytes | str | Path) -> bytes:
     if isinstance(data, bytes | bytearray | memoryview):
         return bytes(data)
     path = Path(data)
+    check_readable(path)
     try:
         return path.read_bytes()
-    except FileNotFoundError:
-        raise InputMissingError(f"no such file: {path}") from None
-    except IsADirectoryError:
-        raise InputMissingError(f"{path} is a directory, not a file") from None
     except OSError as e:
+        check_readable(path)  # gone or changed kind since: say so
         raise InputMissingError(f"cannot read {path}: {e.strerror}") from None
 
 

@@ -44,3 +44,8 @@ class OutputError(RnncError):
     """An output that exists (without --force) or cannot be written."""
 
     exit_code = 73  # EX_CANTCREAT
+
+
+class RnncWarning(UserWarning):
+    """Something done to a caller's data that it may not expect (e.g. transparency dropped);
+    the command line prints these as warnings."""

@@ -3,7 +3,8 @@
 The rule (also in docs/format.md):
 - EXIF orientation is applied first, so the pixels are stored upright.
 - Colour modes (RGB, RGBA, P, CMYK, YCbCr, LAB, HSV, ...) are converted to RGB by Pillow; alpha is
-  dropped (the codec stores no transparency). Such images decode to RGB.
+  dropped (the codec stores no transparency; an RnncWarning says so when some pixel was not
+  opaque). Such images decode to RGB.
 - Grayscale modes (1, L, LA, I, I;16, F) become L — 16-bit and 32-bit values are scaled to
   8 bits by their nominal range — and are coded as RGB with three equal channels; they decode to L.
 - ICC profiles and other metadata are not kept.
@@ -12,25 +13,58 @@ The rule (also in docs/format.md):
 from __future__ import annotations
 
 import io
+import re
+import stat
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageError, InputMissingError
+from .errors import ImageError, InputMissingError, RnncWarning
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}  # (LAB's A is a colour, not alpha)
 MAX_PIXELS = 64_000_000  # larger inputs are refused, like Pillow's decompression-bomb guard
 
 ImageSource = Image.Image | np.ndarray | str | Path | bytes
 
 
-def _check_size(img: Image.Image, max_pixels: int) -> None:
+def _check_size(img: Image.Image, max_pixels: int, name: str | None = None) -> None:
     if img.width * img.height > max_pixels:
-        raise ImageError(f"image of {img.width}×{img.height} pixels exceeds the limit of "
+        where = f" in {name}" if name else ""
+        raise ImageError(f"image of {img.width}×{img.height} pixels{where} exceeds the limit of "
                          f"{max_pixels} pixels")
+
+
+def check_readable(path: Path) -> None:
+    """Raise InputMissingError unless ``path`` is a regular file, naming what it is instead: a
+    FIFO or device is refused rather than read, which could block for ever."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise InputMissingError(f"no such file: {path}") from None
+    except OSError as e:
+        raise InputMissingError(f"cannot read {path}: {e.strerror}") from None
+    if stat.S_ISDIR(mode):
+        raise InputMissingError(f"{path} is a directory, not a file")
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else \
+            "a device"
+        raise InputMissingError(f"{path} is {kind}, not a regular file (to read a pipe, give - "
+                                "and redirect it to stdin)")
+
+
+def _bomb_message(name: str, error: Exception, max_pixels: int) -> str:
+    """Pillow's decompression-bomb refusal in the codec's words (it checks the declared size
+    before ours can, so the image object is never seen)."""
+    found = re.search(r"\((\d+) pixels\)", str(error))
+    size = f"{int(found.group(1))} pixels" if found else "more pixels than Pillow opens"
+    limit = min(max_pixels, 2 * (Image.MAX_IMAGE_PIXELS or 0)) or max_pixels
+    return (f"image of {size} in {name} exceeds the limit of {limit} pixels (refused from its "
+            "declared size, as a possible decompression bomb)")
 
 
 def list_images(root: str | Path) -> list[Path]:
@@ -45,11 +79,11 @@ def _open(src: str | Path | bytes, max_pixels: int) -> Image.Image:
             img = Image.open(io.BytesIO(src))
         else:
             path = Path(src)
-            if not path.is_file():
-                raise InputMissingError(f"no such file: {path}")
+            check_readable(path)
             img = Image.open(path)
         try:
-            _check_size(img, max_pixels)  # Image.open reads only the header: nothing allocated yet
+            # Image.open reads only the header: nothing allocated yet
+            _check_size(img, max_pixels, None if isinstance(src, bytes) else str(src))
         except ImageError:
             img.close()
             raise
@@ -59,9 +93,13 @@ def _open(src: str | Path | bytes, max_pixels: int) -> Image.Image:
         if isinstance(e, OSError) and not isinstance(src, bytes) and not Path(src).is_file():
             raise InputMissingError(f"cannot read {src}: {e}") from None
         name = "image bytes" if isinstance(src, bytes) else str(src)
-        raise ImageError(f"cannot decode {name} as an image: {e}") from None
+        detail = str(e)
+        if isinstance(e, UnidentifiedImageError) and isinstance(src, bytes):
+            detail = "not an image format Pillow reads"  # Pillow's names a BytesIO object
+        raise ImageError(f"cannot decode {name} as an image: {detail}") from None
     except Image.DecompressionBombError as e:
-        raise ImageError(str(e)) from None
+        name = "image bytes" if isinstance(src, bytes) else str(src)
+        raise ImageError(_bomb_message(name, e, max_pixels)) from None
 
 
 def _from_array(a: np.ndarray) -> Image.Image:
@@ -104,11 +142,27 @@ def load_image(src: ImageSource, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarr
     except (OSError, ValueError, SyntaxError):
         pass  # a damaged EXIF block: keep the pixels as stored
     gray = img.mode in GRAY_MODES
+    if _transparent(img):
+        warnings.warn("the image's transparency is dropped: .rnnc stores none, so transparent "
+                      "pixels keep their hidden colours", RnncWarning, stacklevel=3)
     try:
         img = _to_8bit_gray(img).convert("RGB") if gray else img.convert("RGB")
     except (ValueError, OSError) as e:  # a mode Pillow cannot convert
         raise ImageError(f"cannot convert an image of mode {img.mode} to RGB: {e}") from None
     return np.asarray(img, dtype=np.uint8), gray
+
+
+def _transparent(img: Image.Image) -> bool:
+    """Whether any pixel is less than opaque (an alpha band, or a palette's or colour key's
+    transparency)."""
+    try:
+        if img.mode in ALPHA_MODES:  # the alpha band is the last
+            return img.getchannel(len(img.getbands()) - 1).getextrema()[0] < 255
+        if "transparency" in img.info:
+            return img.convert("RGBA").getchannel("A").getextrema()[0] < 255
+    except (ValueError, OSError):  # a mode Pillow cannot split: conversion reports it below
+        pass
+    return False
 
 
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:
