@@ -68,7 +68,7 @@ def test_public_api_is_exported() -> None:
     for name in ("compress", "decompress", "decode_iterations", "truncate", "info",
                  "load_model", "RnncError", "FormatError", "ModelError"):
         assert hasattr(rnncodec, name)
-    assert rnncodec.compress is codec.compress
+    assert rnncodec.compress is codec.compress and rnncodec.encode is codec.encode
     assert rnncodec.ArgumentError is ArgumentError and rnncodec.RnncWarning is RnncWarning
 
 
@@ -464,6 +464,24 @@ def test_a_cut_file_gives_its_complete_iterations_when_allowed(rnnc: bytes,
         codec.decompress(cut, iterations=5, model=tiny_model, allow_cut=True)
     with pytest.raises(FormatError, match="truncated inside iteration 1"):  # nothing complete
         codec.decompress(rnnc[:whole.size_after(0) + 3], model=tiny_model, allow_cut=True)
+
+
+def test_encode_reports_the_quality_reached(rgb: np.ndarray, tiny_model: str) -> None:
+    """For a quality target, encode says what the decoded file reaches on that metric (also
+    when the target is out of reach and the loop stops at the most iterations)."""
+    for kw, key in (({"psnr": 12.0}, "psnr"), ({"ms_ssim": 0.5}, "ms_ssim"),
+                    ({"psnr": 99.0}, "psnr")):
+        result = codec.encode(rgb, model=tiny_model, **kw)
+        assert result.data == codec.compress(rgb, model=tiny_model, **kw)
+        assert result.iterations == codec.info(result.data).iterations
+        decoded = np.asarray(codec.decompress(result.data, model=tiny_model))
+        measure = psnr if key == "psnr" else ms_ssim
+        assert getattr(result, key) == pytest.approx(measure(rgb, decoded), abs=1e-6)
+        other = "ms_ssim" if key == "psnr" else "psnr"
+        assert getattr(result, other) is None
+    assert result.iterations == DEFAULT_ITERATIONS and result.psnr < 99
+    plain = codec.encode(rgb, iterations=2, model=tiny_model)
+    assert plain.ms_ssim is None and plain.psnr is None and plain.iterations == 2
 
 
 def test_dropped_transparency_is_a_warning(tiny_model: str) -> None:

@@ -5,7 +5,7 @@
 >>> image = rnncodec.decompress(data)                     # doctest: +SKIP
 """
 
-from .codec import add_filter, compress, decode_iterations, decompress, info, truncate
+from .codec import add_filter, compress, decode_iterations, decompress, encode, info, truncate
 from .errors import (
     ArgumentError,
     FormatError,
@@ -33,6 +33,7 @@ __all__ = [
     "compress",
     "decode_iterations",
     "decompress",
+    "encode",
     "info",
     "load_model",
     "truncate",

@@ -83,12 +83,22 @@ class Target:
     def measures_quality(self) -> bool:
         return self.ms_ssim is not None or self.psnr is not None
 
-    def quality_reached(self, original: np.ndarray, decoded: np.ndarray) -> bool:
+    @property
+    def quality(self) -> float | None:
+        """The quality asked for (MS-SSIM or PSNR in dB), None without a quality target."""
+        return self.ms_ssim if self.ms_ssim is not None else self.psnr
+
+    def measure(self, original: np.ndarray, decoded: np.ndarray) -> float | None:
+        """The decoded image's quality on the target's metric (None without a quality target)."""
         if self.ms_ssim is not None:
-            return ms_ssim(original, decoded) >= self.ms_ssim
+            return ms_ssim(original, decoded)
         if self.psnr is not None:
-            return psnr(original, decoded) >= self.psnr
-        return False
+            return psnr(original, decoded)
+        return None
+
+    def quality_reached(self, original: np.ndarray, decoded: np.ndarray) -> bool:
+        value, goal = self.measure(original, decoded), self.quality
+        return value is not None and goal is not None and value >= goal
 
 
 _threads = threading.Lock()
@@ -316,6 +326,29 @@ def compress(image: ImageSource, *, iterations: int | None = None, bpp: float | 
     ``postfilter``: fit a filter to the image after the last iteration and send it along when
     it is worth its bytes (postfilter.py); it costs about 240 bytes and an encode-time fit.
     """
+    return encode(image, iterations=iterations, bpp=bpp, ms_ssim=ms_ssim, psnr=psnr,
+                  model=model, coder=coder, tile=tile, effort=effort, postfilter=postfilter,
+                  max_pixels=max_pixels, progress=progress).data
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """What ``encode`` made: the file, its iterations, and for a quality target the quality
+    its decoded image reaches on the target's metric (the other is None)."""
+
+    data: bytes
+    iterations: int
+    ms_ssim: float | None = None
+    psnr: float | None = None
+
+
+def encode(image: ImageSource, *, iterations: int | None = None, bpp: float | None = None,
+           ms_ssim: float | None = None, psnr: float | None = None,
+           model: str = DEFAULT_MODEL, coder: str = AUTO, tile: int | None = None,
+           effort: int = 0, postfilter: bool = True, max_pixels: int = MAX_PIXELS,
+           progress: Progress | None = None) -> Encoded:
+    """``compress``, also saying what a quality target reached: the file may fall short of
+    it when even the last iteration a target may add does not get there."""
     if effort < 0:
         raise ArgumentError("effort must be at least 0")
     target = Target(iterations, bpp, ms_ssim, psnr)
@@ -333,6 +366,7 @@ def compress(image: ImageSource, *, iterations: int | None = None, bpp: float | 
         encode_lockstep(loaded, rgb, tiles, target.measures_quality or postfilter, effort)
     out, history, payloads = bytearray(header.pack()), list[np.ndarray](), list[bytes]()
     last: np.ndarray | None = None  # the decoded pixels after the last chunk kept
+    quality: float | None = None  # theirs, for a quality target
     for i, (codes, decoded) in zip(range(target.max_iterations), steps):
         payload = bit_coder.encode(codes, history)
         chunk = pack_chunk(i, payload)
@@ -345,28 +379,35 @@ def compress(image: ImageSource, *, iterations: int | None = None, bpp: float | 
         last = decoded
         if progress and not tile:
             progress(i + 1)
-        if original is not None and decoded is not None and target.quality_reached(
-                original, np.asarray(to_image(decoded, gray))):
-            break
-    if not postfilter or not filters.applies(width, height):
-        return bytes(out)
-    if last is None:  # tiled: the pixels were not kept, so decode them as decompress will
-        last = _decode_rgb(loaded, header, history[:len(payloads)])
-    return _with_filter(bytes(out), header, payloads, rgb, last, target.bpp)
+        if original is not None and decoded is not None:
+            quality = target.measure(original, np.asarray(to_image(decoded, gray)))
+            if quality is not None and quality >= (target.quality or 0):
+                break
+    data = bytes(out)
+    if postfilter and filters.applies(width, height):
+        if last is None:  # tiled: the pixels were not kept, so decode them as decompress will
+            last = _decode_rgb(loaded, header, history[:len(payloads)])
+        data, kept = _with_filter(data, header, payloads, rgb, last, target.bpp)
+        if kept is not None and original is not None:
+            quality = target.measure(original, np.asarray(to_image(filters.apply(kept, last),
+                                                                   gray)))
+    return Encoded(data, len(payloads), quality if target.ms_ssim is not None else None,
+                   quality if target.psnr is not None else None)
 
 
 def _with_filter(data: bytes, header: Header, payloads: list[bytes], rgb: np.ndarray,
-                 decoded: np.ndarray, bpp: float | None) -> bytes:
-    """The file with a filter fitted to ``decoded``, if the filter pays for itself
-    (``postfilter.worth``) within the rate limit ``bpp``; else ``data`` as it is."""
+                 decoded: np.ndarray, bpp: float | None) -> tuple[bytes, filters.Filter | None]:
+    """The file with a filter fitted to ``decoded`` and the filter, if it pays for itself
+    (``postfilter.worth``) within the rate limit ``bpp``; else ``data`` as it is and None."""
     pixels = header.width * header.height
     f = filters.fit(rgb, decoded)
     filtered = assemble(header, payloads, f.pack())
     if bpp is not None and len(filtered) * 8 > bpp * pixels:
-        return data
+        return data, None
     gain, before = filters.gain_db(f, rgb, decoded)
     cost = (len(filtered) - len(data)) * 8 / pixels
-    return filtered if filters.worth(gain, cost, before, len(data) * 8 / pixels) else data
+    worth = filters.worth(gain, cost, before, len(data) * 8 / pixels)
+    return (filtered, f) if worth else (data, None)
 
 
 def add_filter(data: bytes | str | Path, image: ImageSource, *, model: str | None = None,
@@ -401,7 +442,7 @@ def add_filter(data: bytes | str | Path, image: ImageSource, *, model: str | Non
         for maps in _codes(container, bit_coder):
             pass
         decoded = _decode_rgb(loaded, header, maps)
-    return _with_filter(plain, header, container.chunks, rgb, decoded, None)
+    return _with_filter(plain, header, container.chunks, rgb, decoded, None)[0]
 
 
 def _read_bytes(data: bytes | str | Path) -> bytes:
