@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import os
@@ -198,6 +199,13 @@ BAD = [
      "good.rnnc"),
     ("compress exists", ["compress", "in.png", "-o", "taken.rnnc", "--model", "{tiny}"], 73,
      "--force"),
+    ("compress over its input", ["compress", "in.png", "-o", "in.png", "-f", "--model",
+                                 "{tiny}"], 73, "in.png is an input"),
+    ("compress several to a file", ["compress", "in.png", "junk.png", "-o", "x.rnnc"], 2,
+     "directory"),
+    ("compress into a missing directory", ["compress", "in.png", "-o", "no/", "--model",
+                                           "{tiny}"], 73, "does not exist"),
+    ("compress stdin among others", ["compress", "-", "in.png"], 2, "only input"),
     ("compress out dir missing", ["compress", "in.png", "-o", "no/x.rnnc", "--model", "{tiny}"],
      73, "does not exist"),
     ("compress out is dir", ["compress", "in.png", "-o", "folder", "-f", "--model", "{tiny}"],
@@ -210,7 +218,16 @@ BAD = [
     ("decompress missing", ["decompress", "nope.rnnc", "--model", "{tiny}"], 66, "nope.rnnc"),
     ("decompress directory", ["decompress", "folder", "-o", "f.png"], 66, "folder"),
     ("decompress corrupt", ["decompress", "corrupt.rnnc", "--model", "{tiny}"], 65, "corrupt"),
-    ("decompress truncated", ["decompress", "cut.rnnc", "--model", "{tiny}"], 65, "truncated"),
+    ("decompress truncated strict", ["decompress", "cut.rnnc", "--strict", "--model", "{tiny}"],
+     65, "truncated inside iteration 4"),
+    ("decompress more than cut holds", ["decompress", "cut.rnnc", "-n", "4", "--model",
+                                        "{tiny}"], 2, "holds 3 complete iterations"),
+    ("decompress more than held", ["decompress", "good.rnnc", "-n", "5", "--model", "{tiny}"],
+     2, "holds 4 iterations"),
+    ("decompress over its input", ["decompress", "good.rnnc", "-o", "good.rnnc", "-f",
+                                   "--model", "{tiny}", "--format", "png"], 73, "is an input"),
+    ("decompress unknown format", ["decompress", "good.rnnc", "--format", "nope"], 2,
+     "unknown image format"),
     ("decompress empty", ["decompress", "empty.rnnc", "--model", "{tiny}"], 65, "magic"),
     ("decompress header only", ["decompress", "header.rnnc", "--model", "{tiny}"], 65,
      "no iterations"),
@@ -232,7 +249,10 @@ BAD = [
     # truncate
     ("truncate missing", ["truncate", "nope.rnnc", "-n", "1", "-o", "t.rnnc"], 66, "nope.rnnc"),
     ("truncate corrupt", ["truncate", "corrupt.rnnc", "-n", "1", "-o", "t.rnnc"], 65, "corrupt"),
-    ("truncate truncated", ["truncate", "cut.rnnc", "-n", "1", "-o", "t.rnnc"], 65, "truncated"),
+    ("truncate truncated strict", ["truncate", "cut.rnnc", "-n", "1", "-o", "t.rnnc",
+                                   "--strict"], 65, "truncated"),
+    ("truncate over its input", ["truncate", "good.rnnc", "-n", "1", "-o", "good.rnnc", "-f"],
+     73, "is an input"),
     ("truncate foreign", ["truncate", "in.png", "-n", "1", "-o", "t.rnnc"], 65, "magic"),
     ("truncate exists", ["truncate", "good.rnnc", "-n", "1", "-o", "taken.rnnc"], 73, "--force"),
     ("truncate out dir missing", ["truncate", "good.rnnc", "-n", "1", "-o", "no/t.rnnc"], 73,
@@ -244,7 +264,6 @@ BAD = [
     ("info missing", ["info", "nope.rnnc"], 66, "nope.rnnc"),
     ("info directory", ["info", "folder"], 66, "directory"),
     ("info corrupt", ["info", "corrupt.rnnc"], 65, "checksum"),
-    ("info truncated", ["info", "cut.rnnc"], 65, "truncated"),
     ("info foreign", ["info", "in.png"], 65, "magic"),
 ]
 
@@ -285,7 +304,7 @@ def test_interrupt_leaves_no_partial_file(work: Path, tiny_model: str,
     def interrupted(*args, **kw):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(codec, "compress", interrupted)
+    monkeypatch.setattr(codec, "encode", interrupted)
     before = listing(work)
     r = cli("compress", "in.png", "-o", "fresh.rnnc", "--model", tiny_model)
     assert_one_error_line(r, 130, "interrupted")
@@ -369,3 +388,243 @@ def test_outputs_follow_the_umask_not_the_private_temp_file(tmp_path) -> None:
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "out.bin").stat().st_mode) == 0o644
+
+
+# --- stdin and stdout -----------------------------------------------------------------------
+
+
+def piped(*args: object, stdin: bytes = b"") -> Result:
+    """The command with ``stdin`` as its standard input (stdout kept apart as bytes)."""
+    r = CliRunner().invoke(main, [str(a) for a in args], input=stdin)
+    assert r.exit_code == 0, (r.stderr, r.exception)
+    return r
+
+
+def test_stdin_to_stdout_both_ways(png: Path, rgb: np.ndarray, tiny_model: str,
+                                   tmp_path: Path) -> None:
+    """compress - -o - < a.png > a.rnnc, then decompress - -o - < a.rnnc > a.png: the same
+    bytes as from files; an image to stdout is PNG unless --format names another."""
+    before = listing(tmp_path)
+    r = piped("compress", "-", "-o", "-", "-n", 2, "--model", tiny_model,
+              stdin=png.read_bytes())
+    data = r.stdout_bytes
+    assert data == codec.compress(rgb, iterations=2, model=tiny_model)
+    assert r.stderr.startswith(f"<stdout>: 2 iterations, {len(data)} bytes")
+    r = piped("decompress", "-", "-o", "-", "--model", tiny_model, stdin=data)
+    assert r.stdout_bytes.startswith(b"\x89PNG")
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(r.stdout_bytes))),
+                          np.asarray(codec.decompress(data, model=tiny_model)))
+    assert r.stderr.startswith("<stdout>: 56×40 RGB, 2 iterations")
+    r = piped("decompress", "-", "--format", "jpeg", "--model", tiny_model, "-q", stdin=data)
+    assert Image.open(io.BytesIO(r.stdout_bytes)).format == "JPEG" and r.stderr == ""
+    assert listing(tmp_path) == before  # stdin's default output is stdout: no file
+    # stdin to a file, a file to stdout, and truncate both ways
+    r = piped("compress", "-", "-o", tmp_path / "s.rnnc", "-n", 2, "--model", tiny_model,
+              "-q", "-f", stdin=png.read_bytes())
+    assert (tmp_path / "s.rnnc").read_bytes() == data
+    assert piped("truncate", tmp_path / "s.rnnc", "-n", 1, "-o", "-", "-q").stdout_bytes == \
+        codec.truncate(data, iterations=1)
+    r = piped("truncate", "-", "-n", 1, "-o", "-", stdin=data)
+    assert r.stdout_bytes == codec.truncate(data, iterations=1)
+    assert r.stderr.startswith("<stdout>: 1 iteration, ")
+    assert json.loads(piped("info", "-", "--json", stdin=data).stdout)["iterations"] == 2
+
+
+def test_stdin_problems_are_one_line(tiny_model: str, png: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    r = CliRunner().invoke(main, ["compress", "-", "--model", tiny_model], input=b"")
+    assert_one_error_line(r, 66, "stdin is empty")
+    r = CliRunner().invoke(main, ["decompress", "-", "--model", tiny_model], input=b"junk")
+    assert_one_error_line(r, 65, "not an .rnnc file")
+    # a terminal: neither read from (it would wait for typing) nor written binary data to
+    from rnncodec import cli_io
+
+    real = cli_io.std
+
+    class Terminal(io.BytesIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(cli_io, "std", lambda mode: Terminal() if mode == "rb" else real(mode))
+    assert_one_error_line(cli("compress", "-", "-o", "x.rnnc", "--model", tiny_model), 66,
+                          "terminal")
+    monkeypatch.setattr(cli_io, "std", lambda mode: Terminal() if mode == "wb" else real(mode))
+    before = listing(png.parent)
+    assert_one_error_line(cli("compress", png, "-o", "-", "--model", tiny_model), 73,
+                          "terminal")
+    assert listing(png.parent) == before
+
+
+# --- several inputs -------------------------------------------------------------------------
+
+
+def test_several_inputs_each_to_its_default_output(tmp_path: Path, rgb: np.ndarray,
+                                                    tiny_model: str) -> None:
+    """compress a.png b.png -n 2 writes a.rnnc and b.rnnc; decompress *.rnnc -o DIR/ writes
+    into DIR under each input's name."""
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    Image.fromarray(rgb).save(a)
+    Image.fromarray(rgb[:24, :32]).save(b)
+    r = ok("compress", a, b, "-n", 2, "--model", tiny_model)
+    assert [line.split(":")[0] for line in r.stderr.splitlines()] == [
+        str(a.with_suffix(".rnnc")), str(b.with_suffix(".rnnc"))]
+    assert a.with_suffix(".rnnc").read_bytes() == codec.compress(rgb, iterations=2,
+                                                                  model=tiny_model)
+    assert codec.info(b.with_suffix(".rnnc")).header.width == 32
+    out = tmp_path / "decoded"
+    out.mkdir()
+    ok("decompress", a.with_suffix(".rnnc"), b.with_suffix(".rnnc"), "-o", f"{out}/",
+       "--format", "webp", "--model", tiny_model, "-q")
+    assert sorted(p.name for p in out.iterdir()) == ["a.webp", "b.webp"]
+    assert Image.open(out / "b.webp").size == (32, 24)
+    ok("compress", a, b, "-o", out, "-n", 1, "--model", tiny_model, "-q")  # a directory: into it
+    assert codec.info(out / "a.rnnc").iterations == 1
+
+
+def test_several_inputs_go_on_past_failures(tmp_path: Path, rgb: np.ndarray, tiny_model: str,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each failure is one line naming its input; the others are written; the exit status is
+    the first failure's."""
+    monkeypatch.chdir(tmp_path)
+    Image.fromarray(rgb).save("a.png")
+    Image.fromarray(rgb).save("c.png")
+    Path("junk.png").write_bytes(b"not an image")
+    Path("a.jpg").write_bytes(b"")  # a.jpg's default output is a.png's too
+    r = cli("compress", "a.png", "missing.png", "junk.png", "c.png", "a.jpg", "-n", 1,
+            "--model", tiny_model, "-f")
+    assert r.exit_code == 66, r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith(ERROR_PREFIX)]
+    assert len(errors) == 3, r.stderr
+    assert "missing.png" in errors[0] and "junk.png" in errors[1]
+    assert "a.rnnc is also the output of an earlier input" in errors[2]
+    assert codec.info("a.rnnc").iterations == 1 and codec.info("c.rnnc").iterations == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "a.jpg", "a.png", "a.rnnc", "c.png", "c.rnnc", "junk.png"]
+    assert "Traceback" not in r.output
+    # a message that does not name its input gets the name in front
+    Path("bad.rnnc").write_bytes(b"nope")
+    r = cli("decompress", "bad.rnnc", "a.rnnc", "-o", "./", "--format", "bmp", "--model",
+            tiny_model, "-q")
+    assert r.exit_code == 65
+    assert r.stderr == f"{ERROR_PREFIX}bad.rnnc: not an .rnnc file (bad magic bytes)\n"
+    assert Image.open("a.bmp").size == (56, 40) and not Path("bad.bmp").exists()
+
+
+# --- inputs that are not files --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["compress", "decompress", "truncate", "info"])
+def test_fifo_and_directory_inputs_are_named(command: str, tmp_path: Path,
+                                             tiny_model: str) -> None:
+    """Never read (a FIFO would block): refused at once, saying what the input is."""
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    extra = {"compress": ["-o", str(tmp_path / "out.rnnc"), "--model", tiny_model],
+             "decompress": ["-o", str(tmp_path / "out.png"), "--model", tiny_model],
+             "truncate": ["-n", "1", "-o", str(tmp_path / "t.rnnc")], "info": []}[command]
+    for path, what in ((fifo, "is a FIFO"), (tmp_path, "is a directory")):
+        r = cli(command, path, *extra)
+        assert_one_error_line(r, 66, f"{path} {what}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe.png"]
+
+
+# --- a cut file -----------------------------------------------------------------------------
+
+
+def test_a_cut_file_decodes_its_complete_iterations(work: Path, tiny_model: str,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """cut.rnnc ends inside its 4th iteration: decompress warns and decodes the 3 before it
+    (exit 0); --strict refuses it (see BAD); info says how many are complete; truncate makes
+    a whole file of them."""
+    monkeypatch.chdir(work)
+    good = Path("good.rnnc").read_bytes()
+    r = ok("decompress", "cut.rnnc", "--model", tiny_model)
+    warning, summary = r.stderr.splitlines()
+    assert warning == ("rnncodec: warning: cut.rnnc: file truncated inside iteration 4; using "
+                       "the 3 complete iterations before it")
+    assert summary == "cut.png: 56×40 RGB, 3 iterations"
+    assert np.array_equal(np.asarray(Image.open("cut.png")),
+                          np.asarray(codec.decompress(good, iterations=3, model=tiny_model)))
+    r = ok("decompress", "cut.rnnc", "-n", 2, "-o", "two.png", "--model", tiny_model, "-q")
+    assert r.stderr == ""  # -q: errors only
+    lines = dict(line.split(None, 1) for line in ok("info", "cut.rnnc").stdout.splitlines())
+    assert lines["iterations"] == "3"
+    assert lines["cut"].startswith("file truncated inside iteration 4")
+    assert len(lines["bpp"].split()) == 3
+    assert json.loads(ok("info", "cut.rnnc", "--json").stdout)["cut"] == \
+        "file truncated inside iteration 4"
+    assert json.loads(ok("info", "good.rnnc", "--json").stdout)["cut"] is None
+    r = ok("truncate", "cut.rnnc", "-n", 9, "-o", "fixed.rnnc")
+    assert "3 complete iterations" in r.stderr
+    assert Path("fixed.rnnc").read_bytes() == codec.truncate(good, iterations=3)
+
+
+# --- what compress and truncate say ---------------------------------------------------------
+
+
+def test_compress_names_the_quality_reached(png: Path, tiny_model: str) -> None:
+    out = png.with_suffix(".rnnc")
+    r = ok("compress", png, "--psnr", 10, "--model", tiny_model)
+    reached = codec.encode(png, psnr=10, model=tiny_model).psnr
+    assert r.stderr.splitlines() == [f"{_summary(out)}, PSNR {reached:.2f} dB"]
+    r = ok("compress", png, "--ms-ssim", 0.3, "--model", tiny_model, "-f")
+    assert r.stderr.startswith(f"{out}: ") and ", MS-SSIM 0." in r.stderr
+    # out of reach: a warning naming what was reached; the file is still written
+    r = ok("compress", png, "--psnr", 60, "--model", tiny_model, "-f")
+    summary, warning = r.stderr.splitlines()
+    assert summary.startswith(f"{out}: 16 iterations")
+    assert warning.startswith(f"rnncodec: warning: {png}: PSNR 60 dB not reached: PSNR ")
+    assert warning.endswith(" dB after 16 iterations, the most a quality target uses")
+    r = ok("compress", png, "--bpp", 0.01, "--model", tiny_model, "-f")
+    assert "0.01 bpp not reached: its first iteration takes" in r.stderr.splitlines()[1]
+    assert ok("compress", png, "--psnr", 60, "--model", tiny_model, "-f", "-q").stderr == ""
+
+
+def _summary(path: Path) -> str:
+    i = codec.info(path)
+    return f"{path}: {i.iterations} iteration{'s' * (i.iterations != 1)}" + (
+        ", filtered" if i.filtered else "") + f", {i.bytes} bytes, " \
+        f"{i.bpp_per_iteration[-1]:.4f} bpp"
+
+
+def test_truncate_says_what_it_wrote(work: Path) -> None:
+    out = work / "two.rnnc"
+    r = ok("truncate", work / "good.rnnc", "-n", 2, "-o", out)
+    assert r.stderr.splitlines() == [_summary(out)]
+    assert ok("truncate", work / "good.rnnc", "-n", 1, "-o", out, "-f", "-q").stderr == ""
+
+
+def test_dropped_transparency_is_a_warning(tmp_path: Path, rgb: np.ndarray,
+                                           tiny_model: str) -> None:
+    a = np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])
+    a[0, 0, 3] = 10
+    Image.fromarray(a, "RGBA").save(tmp_path / "t.png")
+    r = ok("compress", tmp_path / "t.png", "-n", 1, "--model", tiny_model)
+    warning, summary = r.stderr.splitlines()
+    assert warning.startswith(f"rnncodec: warning: {tmp_path / 't.png'}: the image's "
+                              "transparency is dropped")
+    assert summary.startswith(str(tmp_path / "t.rnnc"))
+    a[0, 0, 3] = 255  # opaque: nothing to say
+    Image.fromarray(a, "RGBA").save(tmp_path / "o.png")
+    assert "warning" not in ok("compress", tmp_path / "o.png", "-n", 1, "--model",
+                               tiny_model).stderr
+
+
+@pytest.mark.slow
+def test_pipes_in_a_real_process(png: Path, rgb: np.ndarray, tiny_model: str,
+                                 tmp_path: Path) -> None:
+    """rnncodec compress - -o - < a.png > a.rnnc, and decompress - -o - < a.rnnc > a.png."""
+    exe = str(_script())
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    with open(png, "rb") as stdin, open(tmp_path / "a.rnnc", "wb") as stdout:
+        p = subprocess.run([exe, "compress", "-", "-o", "-", "-n", "2", "--model", tiny_model],
+                           stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, env=env,
+                           timeout=300, check=False)
+    assert p.returncode == 0, p.stderr
+    data = (tmp_path / "a.rnnc").read_bytes()
+    assert data == codec.compress(rgb, iterations=2, model=tiny_model)
+    p = subprocess.run([exe, "decompress", "-", "-o", "-", "--model", tiny_model, "-q"],
+                       input=data, capture_output=True, env=env, timeout=300, check=False)
+    assert p.returncode == 0 and p.stderr == b"", p.stderr
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(p.stdout))),
+                          np.asarray(codec.decompress(data, model=tiny_model)))

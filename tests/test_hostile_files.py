@@ -37,6 +37,7 @@ from hostile_helpers import (
     with_chunks,
     with_header,
 )
+from PIL import Image
 
 from rnncodec import codec
 from rnncodec.entropy import CODER_NAMES
@@ -86,6 +87,8 @@ class Case:
     info_fails: bool = True  # a container-level fault: `info` refuses the file as well
     special: str = ""  # "directory" or "missing"
     subprocess: bool = False  # also run as a real subprocess in the default (fast) selection
+    cut: int | None = None  # ends inside a chunk, after this many complete ones: the command
+    # line decodes those with a warning (refused with --strict) and `info` reports them
 
 
 def _cases() -> list[Case]:
@@ -142,16 +145,16 @@ def _cases() -> list[Case]:
         C("header only", lambda s: s.raw[:header_size(s.raw)], FormatError,
           "holds no iterations", info_fails=False),
         C("chunk length past the end", lambda s: _set_length(s.raw, 0, 2**32 - 1),
-          FormatError, "truncated inside iteration 1"),
+          FormatError, "truncated inside iteration 1", cut=0),
         C("chunk length one too long", lambda s: _set_length(s.raw, 0, len(_chunks(s.raw)[0])
                                                              + 1),
           FormatError, "iteration 1"),
         C("chunk length zero", lambda s: _set_length(s.raw, 1, 0), FormatError,
           "iteration 2"),
         C("cut inside the second chunk", lambda s: s.raw[:chunk_offsets(s.raw)[1] + 5],
-          FormatError, "truncated inside iteration 2"),
+          FormatError, "truncated inside iteration 2", cut=1),
         C("trailing bytes", lambda s: s.raw + b"\0\0\0", FormatError,
-          "truncated inside iteration 4"),
+          "truncated inside iteration 4", cut=3),
         C("flipped bit in width", lambda s: flip_bit(s.raw, 6 * 8 + 7), FormatError,
           "header checksum mismatch"),
         C("flipped bit in weights hash", lambda s: flip_bit(s.raw, (header_end(s.raw) - 3) * 8),
@@ -251,6 +254,12 @@ def case_file(request: pytest.FixtureRequest, hostile_seeds: Seeds, tmp_path: Pa
     return path
 
 
+def _strict(case: Case) -> list[str]:
+    """--strict for a cut file, which the command line otherwise decodes as far as it goes
+    (``test_cut_files_decode_as_far_as_they_go``)."""
+    return [] if case.cut is None else ["--strict"]
+
+
 def _model_args(case: Case, seeds: Seeds) -> list[str]:
     return {"tiny": ["--model", seeds.model], "other": ["--model", seeds.other_model],
             None: []}[case.model]
@@ -306,7 +315,11 @@ def _check_cli(case: Case, folder: Path, decompress: tuple[int, str, str],
     assert out == ""
     assert listing(folder) == before, "an output or temp file was left behind"
     code, out, err = info
-    if case.info_fails:
+    if case.cut is not None:  # info reports the complete iterations and the cut
+        lines = dict((line.split(None, 1) + [""])[:2] for line in out.splitlines())
+        assert code == 0 and err == "", err
+        assert lines["iterations"] == str(case.cut) and case.match in lines["cut"]
+    elif case.info_fails:
         assert code == EXIT[case.error], err
         assert case.match in assert_one_error_line(err, out)
         assert out == ""
@@ -320,7 +333,7 @@ def _check_cli(case: Case, folder: Path, decompress: tuple[int, str, str],
 def test_cli_in_process(case: Case, case_file: Path, hostile_seeds: Seeds) -> None:
     folder = case_file.parent
     before = listing(folder)
-    d = invoke(["decompress", str(case_file), *_model_args(case, hostile_seeds)])
+    d = invoke(["decompress", str(case_file), *_model_args(case, hostile_seeds), *_strict(case)])
     assert d.exception is None or isinstance(d.exception, SystemExit), d.exception
     i = invoke(["info", str(case_file)])
     assert i.exception is None or isinstance(i.exception, SystemExit), i.exception
@@ -336,11 +349,31 @@ def test_cli_subprocess(case: Case, case_file: Path, hostile_seeds: Seeds) -> No
     before = listing(folder)
     with ThreadPoolExecutor(2) as pool:  # the two commands at once: each mostly imports torch
         d = pool.submit(run_cli, ["decompress", case_file.name,
-                                  *_model_args(case, hostile_seeds)], folder)
+                                  *_model_args(case, hostile_seeds), *_strict(case)], folder)
         i = pool.submit(run_cli, ["info", case_file.name], folder)
         d, i = d.result(), i.result()
     _check_cli(case, folder, (d.returncode, d.stdout, d.stderr),
                (i.returncode, i.stdout, i.stderr), before)
+
+
+@pytest.mark.parametrize("case,case_file", [_param(c) for c in CASES if c.cut is not None],
+                         indirect=["case_file"])
+def test_cut_files_decode_as_far_as_they_go(case: Case, case_file: Path,
+                                            hostile_seeds: Seeds) -> None:
+    """Without --strict: the complete iterations decode with a warning naming them, as the API
+    does with allow_cut; none complete is still the cut's one error line."""
+    out = case_file.with_suffix(".png")
+    r = invoke(["decompress", str(case_file), *_model_args(case, hostile_seeds)])
+    if case.cut == 0:
+        assert r.exit_code == 65 and case.match in assert_one_error_line(r.stderr, r.stdout)
+        assert not out.exists()
+        return
+    assert r.exit_code == 0, r.stderr
+    warning = r.stderr.splitlines()[0]
+    assert case.match in warning and f"the {case.cut} complete iteration" in warning
+    expected = codec.decompress(case_file, model=hostile_seeds.model, allow_cut=True)
+    assert np.array_equal(np.asarray(Image.open(out)), np.asarray(expected))
+    assert codec.info(case_file, allow_cut=True).iterations == case.cut
 
 
 # --- every cut and every flipped bit --------------------------------------------------------

@@ -227,6 +227,25 @@ def test_cli_refuses_an_oversized_image(hostile_seeds: Seeds, tmp_path: Path) ->
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bomb.png"]
 
 
+@pytest.mark.parametrize("width,height,options,limit", [
+    (10_000, 10_000, [], MAX_PIXELS),  # over Pillow's warning size: its warning is not shown
+    (50_000, 50_000, [], MAX_PIXELS),  # over Pillow's own guard, which refuses it first
+    (50_000, 50_000, ["--max-pixels", "3000000000"], 2 * Image.MAX_IMAGE_PIXELS),
+])
+def test_cli_refuses_a_decompression_bomb_in_its_own_words(width: int, height: int,
+                                                           options: list[str], limit: int,
+                                                           hostile_seeds: Seeds,
+                                                           tmp_path: Path) -> None:
+    (tmp_path / "bomb.png").write_bytes(png_bytes(width, height, b"x" * 16))
+    r = invoke(["compress", str(tmp_path / "bomb.png"), "--model", hostile_seeds.model,
+                *options])
+    assert r.exit_code == ImageError.exit_code and isinstance(r.exception, SystemExit)
+    line = assert_one_error_line(r.stderr, r.stdout)
+    assert f"exceeds the limit of {limit} pixels" in line, line
+    assert "DOS attack" not in line and "bomb.png" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bomb.png"]
+
+
 @pytest.mark.slow
 @pytest.mark.xfail(strict=False, reason="known: Pillow's UserWarning about the corrupt EXIF (and "
                    "libtiff's own messages) reach stderr beside the one error line")

@@ -2,19 +2,19 @@
 
 Exit status (sysexits.h): 0 success, 2 bad usage, 65 bad data (corrupt file, unreadable image,
 wrong model), 66 missing input, 73 output exists or cannot be written, 130 interrupted
-(SIGINT or SIGTERM).
-Every failure prints one line on stderr; no traceback.
+(SIGINT or SIGTERM); with several inputs, the first failure's.
+Every failure prints one line on stderr; no traceback. ``-`` reads stdin or writes stdout
+(cli_io.py).
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-import os
 import signal
 import sys
-import tempfile
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,8 +23,25 @@ from typing import Any, TypeVar
 import click
 
 from . import codec
+from .cli_io import (
+    REPORTED,
+    Job,
+    atomic_output,
+    describe,
+    format_suffix,
+    image_format,
+    plan_jobs,
+    plural,
+    read_input,
+    reported_warnings,
+    run_jobs,
+    save_image,
+    warn,
+    write_output,
+)
+from .cli_io import write_file as _write  # noqa: F401  (the name tests and callers know)
 from .entropy import AUTO, CODER_NAMES
-from .errors import OutputError, RnncError
+from .errors import ArgumentError, FormatError
 from .images import MAX_PIXELS
 from .refine import SEARCH_TILE_PIXELS
 from .tiling import AUTO_TILE_PIXELS, DEFAULT_TILE, MIN_TILE
@@ -46,57 +63,9 @@ def _run(fn: Callable[[], T]) -> T:
     """Run a command body, turning the project's errors into one line and an exit status."""
     try:
         return fn()
-    except RnncError as e:
-        _fail(str(e), e.exit_code)
-    except ValueError as e:
-        _fail(str(e), 2)
-    except KeyboardInterrupt:
-        _fail("interrupted", 130)
-    except MemoryError:
-        _fail("out of memory", 1)
+    except REPORTED as e:
+        _fail(*describe(e))
     raise AssertionError("unreachable")
-
-
-def _check_output(path: Path, force: bool) -> None:
-    if path.exists() and not force:
-        raise OutputError(f"{path} exists (use --force to replace it)")
-    if path.is_dir():
-        raise OutputError(f"{path} is a directory")
-    if not path.parent.exists():
-        raise OutputError(f"directory {path.parent} does not exist")
-
-
-@contextmanager
-def atomic_output(path: Path, force: bool) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it into place only if the body succeeds."""
-    _check_output(path, force)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    except OSError as e:
-        raise OutputError(f"cannot write {path}: {e.strerror}") from None
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        if path.exists() and not force:  # appeared while we worked
-            raise OutputError(f"{path} exists (use --force to replace it)")
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; outputs follow the umask
-        os.replace(tmp, path)
-    except OSError as e:
-        raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _write(path: Path, data: bytes, force: bool) -> None:
-    with atomic_output(path, force) as tmp:
-        tmp.write_bytes(data)
 
 
 @contextmanager
@@ -116,8 +85,13 @@ def _progress(total: int | None, label: str, quiet: bool) -> Iterator[Callable[[
         bar.close()
 
 
-force_opt = click.option("--force", "-f", is_flag=True, help="Replace the output if it exists.")
-quiet_opt = click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
+force_opt = click.option("--force", "-f", is_flag=True,
+                         help="Replace outputs that exist (and write binary data to a terminal).")
+quiet_opt = click.option("--quiet", "-q", is_flag=True,
+                         help="No progress bar, summary or warnings: errors only.")
+strict_opt = click.option("--strict", is_flag=True,
+                          help="Refuse a file cut inside an iteration (an interrupted download) "
+                               "instead of using its complete iterations with a warning.")
 pixels_opt = click.option("--max-pixels", type=click.IntRange(min=1), default=MAX_PIXELS,
                           show_default=True,
                           help="Refuse images (or files declaring images) with more pixels.")
@@ -133,12 +107,23 @@ def main() -> None:
     """
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupt)  # clean up temporary files as on Ctrl-C
+    # Pillow warns of images over its guard before the codec's own limit refuses them in words
+    warnings.filterwarnings("ignore", message=r"Image size \(\d+ pixels\) exceeds limit",
+                            category=RuntimeWarning)
+
+
+inputs_arg = click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
+
+
+def output_opt(default: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option("-o", "--output", type=click.Path(),
+                        help=f"Output file, - for stdout, or a directory (DIR/) for each input's "
+                             f"default output (default: {default}; stdin's: stdout).")
 
 
 @main.command()
-@click.argument("input", type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path),
-              help="Output file (default: INPUT with suffix .rnnc).")
+@inputs_arg
+@output_opt("INPUT with suffix .rnnc")
 @click.option("-n", "--iterations", type=click.IntRange(1, 64),
               help="Number of iterations to store (default 16; 0.125 bpp each before entropy "
                    "coding).")
@@ -174,96 +159,142 @@ def main() -> None:
 @pixels_opt
 @force_opt
 @quiet_opt
-def compress(input: Path, output: Path | None, iterations: int | None, bpp: float | None,
-             ms_ssim: float | None, psnr: float | None, model: str, coder: str,
-             tile: int | None, effort: int, postfilter: bool, max_pixels: int, force: bool,
-             quiet: bool) -> None:
-    """Compress an image (PNG, JPEG, ...) to an .rnnc file."""
-    out = output or input.with_suffix(".rnnc")
+def compress(inputs: tuple[str, ...], output: str | None, iterations: int | None,
+             bpp: float | None, ms_ssim: float | None, psnr: float | None, model: str,
+             coder: str, tile: int | None, effort: int, postfilter: bool, max_pixels: int,
+             force: bool, quiet: bool) -> None:
+    """Compress images (PNG, JPEG, ...; - for stdin) to .rnnc files."""
+    total = iterations or (None if bpp or ms_ssim or psnr else codec.DEFAULT_ITERATIONS)
 
-    def body() -> None:
-        _check_output(out, force)
-        total = iterations or (None if bpp or ms_ssim or psnr else codec.DEFAULT_ITERATIONS)
-        with _progress(total, "encoding", quiet) as bar:
-            data = codec.compress(input, iterations=iterations, bpp=bpp, ms_ssim=ms_ssim,
-                                  psnr=psnr, model=model, coder=coder, tile=tile,
-                                  effort=effort, postfilter=postfilter,
+    def one(job: Job) -> None:
+        with reported_warnings(job.source, quiet), _progress(total, "encoding", quiet) as bar:
+            result = codec.encode(read_input(job.input), iterations=iterations, bpp=bpp,
+                                  ms_ssim=ms_ssim, psnr=psnr, model=model, coder=coder,
+                                  tile=tile, effort=effort, postfilter=postfilter,
                                   max_pixels=max_pixels, progress=bar)
-        _write(out, data, force)
+        write_output(job.output, result.data, force)
         if not quiet:
-            i = codec.info(data)
-            click.echo(f"{out}: {i.iterations} iterations{', filtered' if i.filtered else ''}"
-                       f", {i.bytes} bytes, {i.bpp_per_iteration[-1]:.4f} bpp", err=True)
+            _report_compress(job, result, bpp, ms_ssim, psnr)
 
-    _run(body)
+    _run(lambda: run_jobs(plan_jobs(inputs, output, ".rnnc"), one, force))
+
+
+def _summary(name: str, i: codec.Info) -> str:
+    """The line that says what a file holds: iterations, filter, bytes, bits per pixel."""
+    return (f"{name}: {plural(i.iterations, 'iteration')}{', filtered' if i.filtered else ''}, "
+            f"{i.bytes} bytes, {i.bpp_per_iteration[-1]:.4f} bpp")
+
+
+def _report_compress(job: Job, result: codec.Encoded, bpp: float | None,
+                     ms_ssim: float | None, psnr: float | None) -> None:
+    """The summary line, with the quality reached for a quality target, and a warning for a
+    target the file misses."""
+    written = codec.info(result.data)
+    line = _summary(job.target, written)
+    reached = f"MS-SSIM {result.ms_ssim:.4f}" if result.ms_ssim is not None else \
+        f"PSNR {result.psnr:.2f} dB" if result.psnr is not None else None
+    click.echo(line + (f", {reached}" if reached else ""), err=True)
+    short = (ms_ssim is not None and result.ms_ssim is not None and result.ms_ssim < ms_ssim) \
+        or (psnr is not None and result.psnr is not None and result.psnr < psnr)
+    if short:
+        asked = f"MS-SSIM {ms_ssim:g}" if ms_ssim is not None else f"PSNR {psnr:g} dB"
+        most = ", the most a quality target uses" \
+            if result.iterations == codec.DEFAULT_ITERATIONS else ""
+        warn(f"{job.source}: {asked} not reached: {reached} after "
+             f"{plural(result.iterations, 'iteration')}{most}")
+    got = written.bpp_per_iteration[-1]
+    if bpp is not None and got > bpp:
+        warn(f"{job.source}: {bpp:g} bpp not reached: its first iteration takes {got:.4f} bpp "
+             "(a file keeps at least one)")
 
 
 @main.command()
-@click.argument("input", type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path),
-              help="Output image; the format follows its suffix (default: INPUT with .png).")
+@inputs_arg
+@output_opt("INPUT with the format's suffix, .png")
 @click.option("-n", "--iterations", type=click.IntRange(min=1),
               help="Decode only the first N iterations (default: all stored).")
+@click.option("--format", "fmt", metavar="FORMAT",
+              help="Image format to write, e.g. png, jpeg, webp, tiff (default: the output's "
+                   "suffix; PNG for stdout).")
 @click.option("--model", default=None,
               help="Weights to decode with (default: the model named in the file).")
+@strict_opt
 @pixels_opt
 @force_opt
 @quiet_opt
-def decompress(input: Path, output: Path | None, iterations: int | None, model: str | None,
-               max_pixels: int, force: bool, quiet: bool) -> None:
-    """Decode an .rnnc file to an image."""
-    out = output or input.with_suffix(".png")
+def decompress(inputs: tuple[str, ...], output: str | None, iterations: int | None,
+               fmt: str | None, model: str | None, strict: bool, max_pixels: int, force: bool,
+               quiet: bool) -> None:
+    """Decode .rnnc files (- for stdin) to images."""
 
-    def body() -> None:
-        _check_output(out, force)
-        fmt = _image_format(out)
-        info = codec.info(input)
-        total = min(info.iterations, iterations or info.iterations)
+    def one(job: Job) -> None:
+        kind = image_format(fmt, job.output)
+        source = read_input(job.input)
+        info = _complete(job, source, strict, quiet, iterations)
+        total = iterations or info.iterations
         with _progress(total, "decoding", quiet) as bar:
-            image = codec.decompress(input, iterations=iterations, model=model,
-                                     max_pixels=max_pixels, progress=bar)
-        with atomic_output(out, force) as tmp:
-            image.save(tmp, format=fmt)
+            image = codec.decompress(source, iterations=iterations, model=model,
+                                     max_pixels=max_pixels, progress=bar, allow_cut=True)
+        save_image(job.output, image, kind, force)
         if not quiet:
-            click.echo(f"{out}: {image.width}×{image.height} {image.mode}, {total} iterations",
-                       err=True)
+            click.echo(f"{job.target}: {image.width}×{image.height} {image.mode}, "
+                       f"{plural(total, 'iteration')}", err=True)
 
-    _run(body)
+    _run(lambda: run_jobs(plan_jobs(inputs, output, format_suffix(fmt)), one, force))
 
 
-def _image_format(path: Path) -> str:
-    from PIL import Image
-
-    Image.init()
-    fmt = Image.EXTENSION.get(path.suffix.lower())
-    if fmt is None:
-        raise OutputError(f"cannot tell an image format from the suffix of {path}; "
-                          "use e.g. .png")
-    if fmt not in Image.SAVE:  # Pillow reads some formats it cannot write (.psd, .fits, ...)
-        raise OutputError(f"cannot write {fmt} images ({path}); use e.g. .png")
-    return fmt
+def _complete(job: Job, source: bytes | Path, strict: bool, quiet: bool,
+              wanted: int | None) -> codec.Info:
+    """The file's info, refusing a cut file when ``strict`` and else warning that only its
+    complete iterations are used (unless ``wanted`` asks for more, which is an error)."""
+    info = codec.info(source, allow_cut=True)
+    if info.cut is None:
+        return info
+    complete = f"{plural(info.iterations, 'complete iteration')}"
+    if strict:
+        raise FormatError(f"{info.cut}; it holds {complete} (--strict refuses cut files)")
+    if info.iterations == 0:
+        raise FormatError(info.cut)
+    if not quiet and (wanted or 0) <= info.iterations:
+        warn(f"{job.source}: {info.cut}; using the {complete} before it")
+    return info
 
 
 @main.command()
-@click.argument("input", type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
-              help="The shorter .rnnc file to write.")
-@click.option("-n", "--iterations", type=click.IntRange(min=1), help="Keep the first N.")
+@click.argument("input", metavar="INPUT")
+@click.option("-o", "--output", type=click.Path(), required=True,
+              help="The shorter .rnnc file to write; - for stdout.")
+@click.option("-n", "--iterations", type=click.IntRange(min=1),
+              help="Keep the first N (all, if the file holds fewer).")
 @click.option("--bpp", type=click.FloatRange(min=0, min_open=True),
               help="Keep the most iterations within X bits per pixel (at least one).")
+@strict_opt
 @force_opt
-def truncate(input: Path, output: Path, iterations: int | None, bpp: float | None,
-             force: bool) -> None:
-    """Cut an .rnnc file to fewer iterations without re-encoding."""
-    _run(lambda: _write(output, codec.truncate(input, iterations=iterations, bpp=bpp), force))
+@quiet_opt
+def truncate(input: str, output: str, iterations: int | None, bpp: float | None, strict: bool,
+             force: bool, quiet: bool) -> None:
+    """Cut an .rnnc file (- for stdin) to fewer iterations without re-encoding."""
+
+    def one(job: Job) -> None:
+        if (iterations is None) == (bpp is None):
+            raise ArgumentError("give exactly one of -n or --bpp")
+        source = read_input(job.input)
+        _complete(job, source, strict, quiet, None)
+        data = codec.truncate(source, iterations=iterations, bpp=bpp, allow_cut=True)
+        write_output(job.output, data, force)
+        if not quiet:
+            click.echo(_summary(job.target, codec.info(data)), err=True)
+
+    _run(lambda: run_jobs([Job(input, output)], one, force))
 
 
 @main.command()
-@click.argument("input", type=click.Path(path_type=Path))
+@click.argument("input", metavar="INPUT")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
-def info(input: Path, as_json: bool) -> None:
-    """Show an .rnnc file's header, iterations and bits per pixel."""
-    d: dict[str, Any] = _run(lambda: codec.info(input).as_dict())
+def info(input: str, as_json: bool) -> None:
+    """Show an .rnnc file's header, iterations and bits per pixel (- for stdin); for a file
+    cut inside an iteration, its complete ones and where the cut is."""
+    d: dict[str, Any] = _run(lambda: codec.info(read_input(input), allow_cut=True).as_dict())
     if as_json:
         click.echo(json.dumps(d, indent=2))
         return
@@ -273,6 +304,9 @@ def info(input: Path, as_json: bool) -> None:
     for key in ("width", "height", "mode", "model", "weights", "coder", "tile", "iterations",
                 "filter", "bytes"):
         click.echo(f"{key:<11}{d[key]}")
+    if d["cut"]:
+        click.echo(f"{'cut':<11}{d['cut']} ({plural(d['iterations'], 'complete iteration')} "
+                   "before it)")
     click.echo(f"{'bpp':<11}" + " ".join(f"{b:.4f}" for b in d["bpp_per_iteration"]))
 
 
