@@ -314,3 +314,22 @@ def test_cli_without_dataset_names_the_default(tmp_path: Path,
     result = CliRunner().invoke(main, ["evaluate", "--codecs", "jpeg-420", "-q"])
     assert result.exit_code == 66
     assert "../shared/data/kodak" in result.output
+    assert "kodim01.png" in result.output and "https://r0k.us/graphics/kodak/" in result.output
+    assert len(result.stderr.splitlines()) == 1 and list(tmp_path.iterdir()) == []
+
+
+def test_cli_writes_into_the_working_directory_by_default(image_dir: Path, tiny_model: str,
+                                                          tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Results and report go to ./rnncodec-results/, never into the project's docs/."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    result = CliRunner().invoke(main, ["evaluate", str(image_dir), "--model", tiny_model,
+                                       "--codecs", "", "--iterations", "1", "--limit", "1",
+                                       "--cache", str(tmp_path / "cache.jsonl"), "-q"])
+    assert result.exit_code == 0, result.output
+    out = work / "rnncodec-results"
+    assert sorted(p.name for p in work.iterdir()) == ["rnncodec-results"]
+    assert {"results.json", "results.csv", "results.md"} <= {p.name for p in out.iterdir()}
+    assert "rd-psnr.png" in (out / "results.md").read_text()

@@ -370,6 +370,8 @@ def export(checkpoint: Path, output: Path, data: str, images: int, force: bool) 
 
 from .web.limits import MB, Limits  # light: the web framework is imported by serve only
 
+KODAK_URL = "https://r0k.us/graphics/kodak/"  # the Kodak Lossless True Color Image Suite
+
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True,
@@ -417,19 +419,21 @@ def serve(host: str, port: int, model: str, max_upload_mb: float, max_pixels: in
               help="The efforts at which to evaluate the filter; repeat for several "
                    "(default: 0).")
 @click.option("--limit", type=click.IntRange(min=1), help="Use only the first N images.")
-@click.option("--out", default="docs/results", show_default=True, type=click.Path(path_type=Path),
+@click.option("--out", default="rnncodec-results", show_default=True,
+              type=click.Path(path_type=Path),
               help="Folder for results.json, results.csv and the plots.")
-@click.option("--report", default="docs/results.md", show_default=True,
-              type=click.Path(path_type=Path), help="The markdown report to write.")
+@click.option("--report", type=click.Path(path_type=Path),
+              help="The markdown report to write (default: results.md in --out).")
 @click.option("--cache", type=click.Path(path_type=Path),
               help="Per-point cache, JSON lines (default: ~/.cache/rnncodec/evaluate.jsonl).")
 @quiet_opt
 def evaluate(dataset: Path | None, models: tuple[str, ...], codecs: str | None,
              qualities: str | None, iterations: int, efforts: tuple[int, ...],
              filtered: int, filter_efforts: tuple[int, ...], limit: int | None, out: Path,
-             report: Path, cache: Path | None, quiet: bool) -> None:
+             report: Path | None, cache: Path | None, quiet: bool) -> None:
     """Rate–distortion, speed and memory of the models and standard codecs on a folder of
-    images (default: Kodak in ../shared/data/kodak); writes JSON, CSV, plots and a report."""
+    images (default: Kodak in ../shared/data/kodak); writes JSON, CSV, plots and a report
+    (default: into ./rnncodec-results)."""
     import shlex
 
     from .errors import InputMissingError
@@ -437,13 +441,14 @@ def evaluate(dataset: Path | None, models: tuple[str, ...], codecs: str | None,
     from .evaluate import report as reporting
     from .evaluate import results, runner
 
-    def warn(message: str) -> None:
-        click.echo(f"rnncodec: warning: {message}", err=True)
+    report = report or out / "results.md"
 
     def body() -> None:
         folder = dataset or runner.DEFAULT_DATASET
         if dataset is None and not folder.is_dir():
-            raise InputMissingError(f"no DATASET given and {folder} does not exist")
+            raise InputMissingError(f"no DATASET given and {folder} does not exist: put the 24 "
+                                    f"Kodak images there (kodim01.png to kodim24.png, from "
+                                    f"{KODAK_URL}) or name a folder of images")
         classic = adapters.CLASSIC if codecs is None else [
             c.strip() for c in codecs.split(",") if c.strip()]
         try:
