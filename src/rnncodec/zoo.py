@@ -66,7 +66,9 @@ def weights_digest(tensors: dict[str, torch.Tensor]) -> bytes:
 def save_weights(model: RNNCompressor, path: Path, name: str | None = None,
                  tables: dict[str, torch.Tensor] | None = None) -> bytes:
     """Write fp16 weights, entropy tables (as given) and the config; returns the digest."""
-    tensors = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
+    # clone, not contiguous(): a channels_last 1×1 kernel counts as contiguous with odd strides
+    tensors = {k: v.detach().to(torch.float16).clone(memory_format=torch.contiguous_format)
+               for k, v in model.state_dict().items()}
     tensors.update({k: v.contiguous() for k, v in (tables or {}).items()})
     meta = {"config": json.dumps(model.config.to_dict()), "name": name or path.stem}
     tmp = path.with_suffix(".tmp")
