@@ -166,11 +166,10 @@ def main() -> None:
                    "(2: better quality at low rates, encoding several times slower; each "
                    "further iteration searched takes as long as the first, for less gain); any "
                    "decoder reads the result.")
-@click.option("--filter/--no-filter", "postfilter", default=True, show_default=True,
+@click.option("--filter/--no-filter", "postfilter", default=False, show_default=True,
               help="Fit a filter to the decoded image and store it (about 240 bytes) when it "
                    "raises MS-SSIM more than the same bytes of codes would; it applies when all "
-                   "iterations are decoded. The fit took 7 s for a Kodak image (0.4 megapixels) on 2 "
-                   "cores, where 8 iterations encode in 4 s.")
+                   "iterations are decoded. Off by default: the gain is small and the fit slow.")
 @pixels_opt
 @force_opt
 @quiet_opt
