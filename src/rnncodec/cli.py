@@ -26,8 +26,7 @@ from . import codec
 from .entropy import AUTO, CODER_NAMES
 from .errors import OutputError, RnncError
 from .images import MAX_PIXELS
-from .refine import SEARCH_TILE_PIXELS
-from .tiling import AUTO_TILE_PIXELS, DEFAULT_TILE, MIN_TILE
+from .tiling import AUTO_TILE_PIXELS, DEFAULT_TILE, MAX_REGION_PIXELS, MIN_TILE, SEARCH_TILE_PIXELS
 from .zoo import DEFAULT_MODEL, MODELS
 
 T = TypeVar("T")
@@ -158,9 +157,11 @@ def main() -> None:
                    "those per iteration); auto is best.")
 @click.option("--tile", type=click.IntRange(min=0),
               help=f"Run the networks on tiles of at most N×N pixels (a multiple of 16, at "
-                   f"least {MIN_TILE}), so memory grows with a tile, not the image; 0: never. "
+                   f"least {MIN_TILE}), so memory grows with a tile, not the image; 0: never "
+                   f"(refused for images over {MAX_REGION_PIXELS / 1e6:.1f} megapixels). "
                    f"Default: {DEFAULT_TILE} for images over {AUTO_TILE_PIXELS / 1e6:.1f} "
-                   f"megapixels ({SEARCH_TILE_PIXELS / 1e6:.1f} with --effort), else none.")
+                   f"megapixels ({SEARCH_TILE_PIXELS / 1e6:.1f} with --effort), else none; "
+                   "images counted in whole 16-pixel blocks.")
 @click.option("--effort", type=click.IntRange(min=0), default=0, show_default=True,
               help="Search for better bits than the encoder's in the first N iterations "
                    "(2: better quality at low rates, encoding several times slower; each "

@@ -35,8 +35,20 @@ from .format import MAX_ITERATIONS, Container, Header, assemble, pack_chunk, par
 from .images import MAX_PIXELS, ImageSource, load_image, to_array, to_image, to_tensor
 from .metrics import ms_ssim, psnr
 from .networks import BITS
-from .refine import SEARCH_TILE_PIXELS, refine, signs
-from .tiling import AUTO_TILE_PIXELS, Tile, choose_tile, place, plan, waves
+from .refine import refine, signs
+from .tiling import (
+    AUTO_TILE_PIXELS,
+    MAX_REGION_PIXELS,
+    SEARCH_TILE_PIXELS,
+    Tile,
+    choose_tile,
+    describe,
+    padded_pixels,
+    place,
+    plan,
+    region_overflow,
+    waves,
+)
 from .zoo import DEFAULT_MODEL, MODELS, LoadedModel, load_model
 
 DEFAULT_ITERATIONS = 16
@@ -226,9 +238,11 @@ def _tile_progress(progress: Progress | None, tiles: int) -> Callable[[], None]:
     return step_done
 
 
-def _workers(tiles: int) -> int:
-    """Tiles coded at once: the caller's torch threads (each tile's steps run on one)."""
-    return max(1, min(torch.get_num_threads(), tiles))
+def _workers(tiles: list[Tile]) -> int:
+    """Tiles coded at once: the caller's torch threads (each tile's steps run on one), no more
+    than keep the regions in flight within ``MAX_REGION_PIXELS`` together (one at least)."""
+    fit = MAX_REGION_PIXELS // max(t.pixels for t in tiles)
+    return max(1, min(torch.get_num_threads(), len(tiles), fit))
 
 
 def encode_lockstep(model: LoadedModel, rgb: np.ndarray, tiles: list[Tile],
@@ -272,7 +286,7 @@ def encode_by_tile(model: LoadedModel, rgb: np.ndarray, tiles: list[Tile], itera
             run(tile)
     else:  # the tiles of one anti-diagonal at once, each on one thread (see network_step);
         # searched tiles one at a time, for memory (the search itself uses all threads)
-        with ThreadPoolExecutor(1 if effort else _workers(len(tiles))) as pool:
+        with ThreadPoolExecutor(1 if effort else _workers(tiles)) as pool:
             for wave in waves(tiles):
                 list(pool.map(run, wave))
     for t in range(iterations):
@@ -315,6 +329,10 @@ def compress(image: ImageSource, *, iterations: int | None = None, bpp: float | 
     target = Target(iterations, bpp, ms_ssim, psnr)
     rgb, gray = load_image(image, max_pixels)
     height, width = rgb.shape[:2]
+    if padded_pixels(width, height) > max_pixels:  # the networks code whole blocks, and the
+        # decoder counts them: a file this writes decodes under the same limit
+        raise ImageError(f"image of {describe(width, height)} exceeds the limit of "
+                         f"{max_pixels} pixels")
     tile = choose_tile(tile, width, height, SEARCH_TILE_PIXELS if effort else AUTO_TILE_PIXELS)
     loaded = load_model(model)
     coder = resolve(coder)
@@ -433,12 +451,18 @@ def _check_model(header: Header, model: str | None) -> LoadedModel:
 
 def _open(data: bytes | str | Path, model: str | None,
           max_pixels: int) -> tuple[Container, LoadedModel, BitCoder]:
-    """Parse a file and check it against the pixel limit and its model, allocating nothing."""
+    """Parse a file and check it against the pixel limit (in whole blocks, as the networks
+    code it), the largest region the networks may run over, and its model, allocating
+    nothing."""
     container = parse(_read_bytes(data))
     header = container.header
-    if header.width * header.height > max_pixels:
-        raise FormatError(f"file declares {header.width}×{header.height} pixels, over the limit "
-                          f"of {max_pixels}")
+    if padded_pixels(header.width, header.height) > max_pixels:
+        raise FormatError(f"file declares {describe(header.width, header.height)}, over the "
+                          f"limit of {max_pixels}")
+    problem = region_overflow(header.width, header.height, header.tile)
+    if problem:  # its networks' memory would grow with the image, not a bounded region
+        raise FormatError(f"file declares {problem}; refused (the encoder codes such images "
+                          "in smaller tiles)")
     if not container.chunks:
         raise FormatError("file holds no iterations")
     coder = coder_name(header.coder)
@@ -468,20 +492,25 @@ def decode_iterations(data: bytes | str | Path, *, model: str | None = None,
     """Yield the decoded image after each iteration stored in the file (progressive decoding;
     the file's filter, if any, applies to the last).
 
-    Every tile's network state is held from one iteration to the next, so memory grows with the
-    image even for tiled files (about 0.5 KB per pixel); ``decompress`` decodes tiled files one
-    tile at a time instead.
+    Every tile's network state is held from one iteration to the next while all tiles' regions
+    together hold at most ``MAX_REGION_PIXELS`` (about 0.5 KB per pixel). A larger tiled file
+    is decoded afresh, tile by tile as ``decompress`` does, for each iteration: memory stays
+    bounded, and the time grows with the square of the number of iterations.
     """
     container, loaded, bit_coder = _open(data, model, max_pixels)
     h = container.header
     last = _filter(container, len(container.chunks))
     tiles = plan(h.width, h.height, h.tile)
+    held = sum(t.pixels for t in tiles) <= MAX_REGION_PIXELS
     loops: list[Iterator[torch.Tensor]] = []
     for maps in _codes(container, bit_coder):
-        loops = loops or [decode_tile(loaded, tile, maps) for tile in tiles]
-        image = np.empty((h.height, h.width, 3), np.uint8)
-        for tile, loop in zip(tiles, loops):
-            _paste(image, tile, next(loop))
+        if held:
+            loops = loops or [decode_tile(loaded, tile, maps) for tile in tiles]
+            image = np.empty((h.height, h.width, 3), np.uint8)
+            for tile, loop in zip(tiles, loops):
+                _paste(image, tile, next(loop))
+        else:
+            image = _decode_rgb(loaded, h, maps)
         if last is not None and len(maps) == len(container.chunks):
             image = filters.apply(last, image)
         yield to_image(image, h.gray)
@@ -506,7 +535,7 @@ def _decode_rgb(loaded: LoadedModel, header: Header, maps: list[np.ndarray],
 
     # Tiles need only the codes, so they decode in parallel, each on one thread (see
     # network_step): as many at once as the caller's torch threads, pasted in order.
-    with ThreadPoolExecutor(_workers(len(tiles))) as pool:
+    with ThreadPoolExecutor(_workers(tiles)) as pool:
         for tile, recon in zip(tiles, pool.map(final, tiles)):
             _paste(image, tile, recon)
     return image
