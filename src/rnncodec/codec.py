@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,18 +21,12 @@ import torch
 from PIL import Image
 
 from . import postfilter as filters
-from .entropy import (
-    AUTO,
-    CODER_NAMES,
-    BitCoder,
-    chunk_coders,
-    coder_name,
-    make_coder,
-    resolve,
-)
-from .errors import FormatError, ImageError, InputMissingError, ModelError
+from .defaults import DEFAULT_ITERATIONS, MAX_PIXELS
+from .entropy import AUTO, CODER_NAMES, BitCoder, coder_name, make_coder, resolve
+from .errors import FormatError, ImageError, ModelError
+from .files import Info, info, read_bytes, truncate  # noqa: F401 (part of this module's API)
 from .format import MAX_ITERATIONS, Container, Header, assemble, pack_chunk, parse
-from .images import MAX_PIXELS, ImageSource, load_image, to_array, to_image, to_tensor
+from .images import ImageSource, load_image, to_array, to_image, to_tensor
 from .metrics import ms_ssim, psnr
 from .networks import BITS
 from .refine import refine, signs
@@ -51,7 +45,6 @@ from .tiling import (
 )
 from .zoo import DEFAULT_MODEL, MODELS, LoadedModel, load_model
 
-DEFAULT_ITERATIONS = 16
 # called with the number of iterations done so far (tiled: iterations' worth of tile work);
 # decompress calls it from its worker threads
 Progress = Callable[[int], None]
@@ -416,20 +409,6 @@ def add_filter(data: bytes | str | Path, image: ImageSource, *, model: str | Non
     return _with_filter(plain, header, container.chunks, rgb, decoded, None)
 
 
-def _read_bytes(data: bytes | str | Path) -> bytes:
-    if isinstance(data, bytes | bytearray | memoryview):
-        return bytes(data)
-    path = Path(data)
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise InputMissingError(f"no such file: {path}") from None
-    except IsADirectoryError:
-        raise InputMissingError(f"{path} is a directory, not a file") from None
-    except OSError as e:
-        raise InputMissingError(f"cannot read {path}: {e.strerror}") from None
-
-
 def _check_model(header: Header, model: str | None) -> LoadedModel:
     """The model that made the file, refusing any other by name and weights hash."""
     try:
@@ -454,7 +433,7 @@ def _open(data: bytes | str | Path, model: str | None,
     """Parse a file and check it against the pixel limit (in whole blocks, as the networks
     code it), the largest region the networks may run over, and its model, allocating
     nothing."""
-    container = parse(_read_bytes(data))
+    container = parse(read_bytes(data))
     header = container.header
     if padded_pixels(header.width, header.height) > max_pixels:
         raise FormatError(f"file declares {describe(header.width, header.height)}, over the "
@@ -558,55 +537,3 @@ def decompress(data: bytes | str | Path, *, iterations: int | None = None,
             break
     image = _decode_rgb(loaded, container.header, maps, progress)
     return to_image(image if last is None else filters.apply(last, image), container.header.gray)
-
-
-def truncate(data: bytes | str | Path, *, iterations: int | None = None,
-             bpp: float | None = None) -> bytes:
-    """A shorter file holding the first iterations of another, without re-encoding (and its
-    filter only if it keeps them all: the filter was fitted to the image after the last)."""
-    if (iterations is None) == (bpp is None):
-        raise ValueError("give exactly one of iterations or bpp")
-    container = parse(_read_bytes(data))
-    n = len(container.chunks)
-    if iterations is not None:
-        if iterations < 1:
-            raise ValueError("iterations must be at least 1")
-        n = min(n, iterations)
-    else:
-        budget = bpp * container.header.width * container.header.height
-        if container.size_after(n) * 8 > budget:  # the filter goes before any iteration does
-            container = replace(container, filter=None)
-        while n > 1 and container.size_after(n) * 8 > budget:
-            n -= 1
-    return assemble(container.header, container.chunks[:n],
-                    container.filter if n == len(container.chunks) else None)
-
-
-@dataclass(frozen=True)
-class Info:
-    header: Header
-    iterations: int
-    bytes: int
-    bpp_per_iteration: list[float]  # bits per pixel of the file cut after each iteration
-    coders: list[str]  # the entropy coder of each iteration (they differ under "best")
-    filtered: bool  # whether the file holds a filter for the image after its last iteration
-
-    def as_dict(self) -> dict[str, object]:
-        h = self.header
-        return {"width": h.width, "height": h.height, "mode": "L" if h.gray else "RGB",
-                "model": h.model, "weights": h.digest.hex(), "coder": coder_name(h.coder),
-                "tile": h.tile,
-                "iterations": self.iterations, "bytes": self.bytes,
-                "bpp": self.bpp_per_iteration[-1] if self.bpp_per_iteration else 0.0,
-                "bpp_per_iteration": self.bpp_per_iteration,
-                "coder_per_iteration": self.coders, "filter": self.filtered}
-
-
-def info(data: bytes | str | Path) -> Info:
-    """Header fields, iterations present and the bpp after each of them."""
-    raw = _read_bytes(data)
-    c: Container = parse(raw)
-    pixels = c.header.width * c.header.height
-    bpp = [c.size_after(i + 1) * 8 / pixels for i in range(len(c.chunks))]
-    return Info(c.header, len(c.chunks), len(raw), bpp, chunk_coders(c.header.coder, c.chunks),
-                c.filter is not None)

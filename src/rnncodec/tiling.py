@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # numpy is imported where pixels are placed: the format needs only geometry
+    import numpy as np
 
 BLOCK = 16
 CONTEXT = 2  # blocks of context above and left of each tile (format version 2)
@@ -155,6 +157,8 @@ def choose_tile(tile: int | None, width: int, height: int,
 
 def _mix(earlier: np.ndarray, later: np.ndarray, eighths: np.ndarray) -> np.ndarray:
     """(earlier · (8 - n) + later · n) / 8 per pixel, rounded half up, in exact integers."""
+    import numpy as np
+
     total = earlier.astype(np.uint16) * (2 * SEAM - eighths) + later * eighths + SEAM
     return (total // (2 * SEAM)).astype(np.uint8)
 
@@ -163,6 +167,8 @@ def place(image: np.ndarray, tile: Tile, view: np.ndarray) -> None:
     """Write a tile's decoded region ``view`` (uint8, clipped to the image) into ``image``: its
     own blocks as they are, and its view of the ``SEAM`` pixels before its top and left borders
     mixed into what the earlier tiles put there. Tiles must be placed in raster order."""
+    import numpy as np
+
     ys, xs = tile.owned(*image.shape[:2])
     ty, tx = tile.top * BLOCK, tile.left * BLOCK
     image[ys, xs] = view[ty:, tx:]
