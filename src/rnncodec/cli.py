@@ -8,6 +8,7 @@ Every failure prints one line on stderr; no traceback.
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import json
 import os
@@ -18,18 +19,35 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from . import codec
+from . import files
+from .defaults import DEFAULT_ITERATIONS, MAX_PIXELS
 from .entropy import AUTO, CODER_NAMES
 from .errors import OutputError, RnncError
-from .images import MAX_PIXELS
+from .registry import DEFAULT_MODEL, MODELS
 from .tiling import AUTO_TILE_PIXELS, DEFAULT_TILE, MAX_REGION_PIXELS, MIN_TILE, SEARCH_TILE_PIXELS
-from .zoo import DEFAULT_MODEL, MODELS
 
 T = TypeVar("T")
+
+
+class _OnFirstUse:
+    """A module imported when a command first uses it: ``--help``, ``info``, ``truncate`` and
+    ``models`` never load torch."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(importlib.import_module(self._name), attr)
+
+
+if TYPE_CHECKING:
+    from . import codec
+else:
+    codec = _OnFirstUse("rnncodec.codec")  # the networks, for the commands that code images
 
 
 def _fail(message: str, code: int) -> None:
@@ -255,7 +273,7 @@ def _image_format(path: Path) -> str:
 def truncate(input: Path, output: Path, iterations: int | None, bpp: float | None,
              force: bool) -> None:
     """Cut an .rnnc file to fewer iterations without re-encoding."""
-    _run(lambda: _write(output, codec.truncate(input, iterations=iterations, bpp=bpp), force))
+    _run(lambda: _write(output, files.truncate(input, iterations=iterations, bpp=bpp), force))
 
 
 @main.command()
@@ -263,7 +281,7 @@ def truncate(input: Path, output: Path, iterations: int | None, bpp: float | Non
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def info(input: Path, as_json: bool) -> None:
     """Show an .rnnc file's header, iterations and bits per pixel."""
-    d: dict[str, Any] = _run(lambda: codec.info(input).as_dict())
+    d: dict[str, Any] = _run(lambda: files.info(input).as_dict())
     if as_json:
         click.echo(json.dumps(d, indent=2))
         return
@@ -370,7 +388,7 @@ def serve(host: str, port: int, model: str, max_upload_mb: float, max_pixels: in
               "(default: jpeg-420,jpeg-444,webp,avif,jxl, those available).")
 @click.option("--qualities", help="Quality sweep (0-100) of the standard codecs, "
               "comma-separated (default: 2 to 95 in 13 steps).")
-@click.option("--iterations", type=click.IntRange(1, 64), default=codec.DEFAULT_ITERATIONS,
+@click.option("--iterations", type=click.IntRange(1, 64), default=DEFAULT_ITERATIONS,
               show_default=True, help="Model iterations to evaluate: 1 to N, from one encode.")
 @click.option("--effort", "efforts", multiple=True, type=click.IntRange(min=0),
               help="Search the bits of the first N iterations (see compress --effort); repeat "
