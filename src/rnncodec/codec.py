@@ -300,7 +300,8 @@ def compress(image: ImageSource, *, iterations: int | None = None, bpp: float | 
 
     ``tile``: the side in pixels of the tiles the networks run on (a multiple of 16, at least
     64; see tiling.py), 0 for the whole image at once, None (default) to tile only images over
-    about 2 megapixels. Tiled coding runs every tile through the most iterations the target
+    about 2 megapixels in whole 16-pixel blocks (ValueError for 0, or tiles, that would run the
+    networks over more than ``tiling.MAX_REGION_PIXELS`` at once). Tiled coding runs every tile through the most iterations the target
     allows before writing any, so rate and quality targets cost that much network work; quality
     targets also keep every iteration's decoded pixels (3 bytes per pixel per iteration).
 
@@ -472,7 +473,7 @@ def decode_iterations(data: bytes | str | Path, *, model: str | None = None,
     the file's filter, if any, applies to the last).
 
     Every tile's network state is held from one iteration to the next while all tiles' regions
-    together hold at most ``MAX_REGION_PIXELS`` (about 0.5 KB per pixel). A larger tiled file
+    together hold at most ``MAX_REGION_PIXELS``. A larger tiled file
     is decoded afresh, tile by tile as ``decompress`` does, for each iteration: memory stays
     bounded, and the time grows with the square of the number of iterations.
     """

@@ -35,8 +35,8 @@ MIN_TILE = 64
 MAX_TILE = 0xFFF0  # the largest multiple of 16 in the header's 16-bit field
 DEFAULT_TILE = 512
 # The most pixels, in whole blocks, the networks run over in one region: an untiled image, or
-# one tile with its context. Their memory grows with it (decoding: about 0.5 KB per pixel), so
-# the encoder never writes a file that needs more and the decoder refuses one that does.
+# one tile with its context. Their memory grows with it, so the encoder never writes a file
+# that needs more and the decoder refuses one that does.
 MAX_REGION_PIXELS = 1 << 21
 AUTO_TILE_PIXELS = MAX_REGION_PIXELS  # tile=None tiles every image that could not run whole
 SEARCH_TILE_PIXELS = 1 << 19  # ... and with the bit search, which needs far more (refine.py)
