@@ -160,13 +160,15 @@ def test_filter_is_a_codec_of_its_own(make_image: MakeImage, tiny_model: str,
     assert filtered.name == plain.name + "+filter" and filtered.identity != plain.identity
     assert "filter 5×5, least squares" in filtered.identity
     for c in filtered.run(rgb, [1, 2]):  # each setting with a filter of its own
-        assert c.data == codec.compress(rgb, iterations=c.setting, model=tiny_model)
+        assert c.data == codec.compress(rgb, iterations=c.setting, model=tiny_model,
+                                        postfilter=True)
         assert codec.info(c.data).filtered and codec.info(c.data).iterations == c.setting
         assert np.array_equal(c.decoded, np.asarray(codec.decompress(c.data, model=tiny_model)))
     searched = rnn_codec(tiny_model, 2, effort=1, postfilter=True)
     assert searched.name == plain.name + "@effort1+filter"
     (c,) = searched.run(rgb, [2])
-    assert c.data == codec.compress(rgb, iterations=2, model=tiny_model, effort=1)
+    assert c.data == codec.compress(rgb, iterations=2, model=tiny_model, effort=1,
+                                    postfilter=True)
     names = [c.name for c in build_codecs([tiny_model], [], efforts=(0, 1), filtered=3,
                                           filter_efforts=(0, 2))]
     assert names == [plain.name, plain.name + "@effort1", plain.name + "+filter",

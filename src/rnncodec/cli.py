@@ -8,6 +8,7 @@ Every failure prints one line on stderr; no traceback.
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import json
 import os
@@ -18,19 +19,35 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from . import codec
+from . import files
+from .defaults import DEFAULT_ITERATIONS, MAX_PIXELS
 from .entropy import AUTO, CODER_NAMES
 from .errors import OutputError, RnncError
-from .images import MAX_PIXELS
-from .refine import SEARCH_TILE_PIXELS
-from .tiling import AUTO_TILE_PIXELS, DEFAULT_TILE, MIN_TILE
-from .zoo import DEFAULT_MODEL, MODELS
+from .registry import DEFAULT_MODEL, MODELS
+from .tiling import AUTO_TILE_PIXELS, DEFAULT_TILE, MAX_REGION_PIXELS, MIN_TILE, SEARCH_TILE_PIXELS
 
 T = TypeVar("T")
+
+
+class _OnFirstUse:
+    """A module imported when a command first uses it: ``--help``, ``info``, ``truncate`` and
+    ``models`` never load torch."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(importlib.import_module(self._name), attr)
+
+
+if TYPE_CHECKING:
+    from . import codec
+else:
+    codec = _OnFirstUse("rnncodec.codec")  # the networks, for the commands that code images
 
 
 def _fail(message: str, code: int) -> None:
@@ -158,19 +175,20 @@ def main() -> None:
                    "those per iteration); auto is best.")
 @click.option("--tile", type=click.IntRange(min=0),
               help=f"Run the networks on tiles of at most N×N pixels (a multiple of 16, at "
-                   f"least {MIN_TILE}), so memory grows with a tile, not the image; 0: never. "
+                   f"least {MIN_TILE}), so memory grows with a tile, not the image; 0: never "
+                   f"(refused for images over {MAX_REGION_PIXELS / 1e6:.1f} megapixels). "
                    f"Default: {DEFAULT_TILE} for images over {AUTO_TILE_PIXELS / 1e6:.1f} "
-                   f"megapixels ({SEARCH_TILE_PIXELS / 1e6:.1f} with --effort), else none.")
+                   f"megapixels ({SEARCH_TILE_PIXELS / 1e6:.1f} with --effort), else none; "
+                   "images counted in whole 16-pixel blocks.")
 @click.option("--effort", type=click.IntRange(min=0), default=0, show_default=True,
               help="Search for better bits than the encoder's in the first N iterations "
                    "(2: better quality at low rates, encoding several times slower; each "
                    "further iteration searched takes as long as the first, for less gain); any "
                    "decoder reads the result.")
-@click.option("--filter/--no-filter", "postfilter", default=True, show_default=True,
+@click.option("--filter/--no-filter", "postfilter", default=False, show_default=True,
               help="Fit a filter to the decoded image and store it (about 240 bytes) when it "
                    "raises MS-SSIM more than the same bytes of codes would; it applies when all "
-                   "iterations are decoded. The fit took 7 s for a Kodak image (0.4 megapixels) on 2 "
-                   "cores, where 8 iterations encode in 4 s.")
+                   "iterations are decoded. Off by default: the gain is small and the fit slow.")
 @pixels_opt
 @force_opt
 @quiet_opt
@@ -255,7 +273,7 @@ def _image_format(path: Path) -> str:
 def truncate(input: Path, output: Path, iterations: int | None, bpp: float | None,
              force: bool) -> None:
     """Cut an .rnnc file to fewer iterations without re-encoding."""
-    _run(lambda: _write(output, codec.truncate(input, iterations=iterations, bpp=bpp), force))
+    _run(lambda: _write(output, files.truncate(input, iterations=iterations, bpp=bpp), force))
 
 
 @main.command()
@@ -263,7 +281,7 @@ def truncate(input: Path, output: Path, iterations: int | None, bpp: float | Non
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def info(input: Path, as_json: bool) -> None:
     """Show an .rnnc file's header, iterations and bits per pixel."""
-    d: dict[str, Any] = _run(lambda: codec.info(input).as_dict())
+    d: dict[str, Any] = _run(lambda: files.info(input).as_dict())
     if as_json:
         click.echo(json.dumps(d, indent=2))
         return
@@ -370,7 +388,7 @@ def serve(host: str, port: int, model: str, max_upload_mb: float, max_pixels: in
               "(default: jpeg-420,jpeg-444,webp,avif,jxl, those available).")
 @click.option("--qualities", help="Quality sweep (0-100) of the standard codecs, "
               "comma-separated (default: 2 to 95 in 13 steps).")
-@click.option("--iterations", type=click.IntRange(1, 64), default=codec.DEFAULT_ITERATIONS,
+@click.option("--iterations", type=click.IntRange(1, 64), default=DEFAULT_ITERATIONS,
               show_default=True, help="Model iterations to evaluate: 1 to N, from one encode.")
 @click.option("--effort", "efforts", multiple=True, type=click.IntRange(min=0),
               help="Search the bits of the first N iterations (see compress --effort); repeat "

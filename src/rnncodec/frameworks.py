@@ -13,7 +13,7 @@ Images live in [-0.5, 0.5] (pixel / 255 - 0.5); x̂[0] = 0 is mid grey.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 from pytorch_msssim import ms_ssim as pytorch_ms_ssim
@@ -21,28 +21,7 @@ from torch import Tensor, nn
 
 from .cells import CELLS, State
 from .networks import Binarizer, Decoder, Encoder, GainEstimator
-
-FRAMEWORKS = ("one-shot", "additive", "residual-scaling")
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Everything needed to build a model; stored beside its weights."""
-
-    cell: str = "residual-gru"
-    framework: str = "residual-scaling"
-    width: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.cell not in CELLS:
-            raise ValueError(f"unknown cell {self.cell!r}; choose one of {', '.join(CELLS)}")
-        if self.framework not in FRAMEWORKS:
-            raise ValueError(f"unknown framework {self.framework!r}; choose one of {FRAMEWORKS}")
-        if not 0 < self.width <= 4:
-            raise ValueError("width must be in (0, 4]")
-
-    def to_dict(self) -> dict[str, str | float]:
-        return asdict(self)
+from .registry import FRAMEWORKS, ModelConfig  # noqa: F401 (defined torch-free, used from here)
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .defaults import MAX_PIXELS
 from .errors import ImageError, InputMissingError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
-MAX_PIXELS = 64_000_000  # larger inputs are refused, like Pillow's decompression-bomb guard
 
 ImageSource = Image.Image | np.ndarray | str | Path | bytes
 
