@@ -22,7 +22,7 @@
 # 2.7 times as long per patch as width 0.25, width 0.6 3.9 times (train_throughput.py, 32-px
 # patches); on a GPU, unmeasured.
 # BINARIZE=sign (the default) trains on the bits that coding uses; "stochastic" is the paper's
-# random bits, for a model from scratch (see the model card's stages 2 and 3). PATCH sets the
+# random bits, for a model from scratch (see docs/training-log.md, stages 2 and 3). PATCH sets the
 # crop size; the bank holds BANK × 3 × PATCH² bytes on the GPU per arm, so scale BANK down
 # with it (3,000,000 at 32 px is 9.2 GB; 100,000 at 128 px is 4.9 GB). MS_SSIM adds that
 # weight × (1 − MS-SSIM) to the L1 loss (PATCH ≥ 48 px).

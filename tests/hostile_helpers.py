@@ -162,6 +162,17 @@ def with_header(data: bytes, **changes: object) -> bytes:
     return assemble(replace(c.header, **changes), c.chunks)
 
 
+def declaring(data: bytes, width: int, height: int, tile: int = 0, iterations: int = 1) -> bytes:
+    """A valid file under ``data``'s model declaring ``width``×``height`` pixels (raw coder, all
+    codes zero, ``tile`` in the header): chunks of exactly the size that image needs."""
+    from dataclasses import replace
+
+    header = replace(parse(data).header, width=width, height=height, tile=tile,
+                     coder=CODER_NAMES["raw"])
+    size = -(-32 * -(-height // 16) * -(-width // 16) // 8)
+    return assemble(header, [bytes(size)] * iterations)
+
+
 def flip_bit(data: bytes, bit: int) -> bytes:
     b = bytearray(data)
     b[bit // 8] ^= 0x80 >> (bit % 8)

@@ -14,7 +14,7 @@ from conftest import build_tiny, gradient_image
 from PIL import Image
 
 import rnncodec
-from rnncodec import codec, zoo
+from rnncodec import codec, tiling, zoo
 from rnncodec.codec import DEFAULT_ITERATIONS, Target
 
 # the coders a model without learned tables can use (the tiny test models have none)
@@ -166,6 +166,17 @@ def test_pixel_limits(tiny_model: str, rgb: np.ndarray) -> None:
     data = codec.compress(rgb, iterations=1, model=tiny_model)
     with pytest.raises(FormatError, match="over the limit"):
         codec.decompress(data, model=tiny_model, max_pixels=100)
+
+
+def test_images_too_large_to_code_whole_are_tiled_or_refused(tiny_model: str) -> None:
+    """One block row of 131,088 pixels is 2,097,408 pixels once padded: over what the networks
+    run on at once, so the encoder tiles it by default and refuses tile=0 before any work."""
+    thin = np.zeros((1, 131_088, 3), np.uint8)
+    with pytest.raises(ValueError, match="cannot code an untiled image of 131088×1 pixels"):
+        codec.compress(thin, iterations=1, model=tiny_model, tile=0)
+    data = codec.compress(thin, iterations=1, model=tiny_model, coder="raw")
+    assert parse(data).header.tile == tiling.DEFAULT_TILE
+    assert codec.decompress(data, model=tiny_model).size == (131_088, 1)
 
 
 def test_progressive_decoding_and_progress_callbacks(rnnc: bytes, rgb: np.ndarray,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -159,13 +160,15 @@ def test_filter_is_a_codec_of_its_own(make_image: MakeImage, tiny_model: str,
     assert filtered.name == plain.name + "+filter" and filtered.identity != plain.identity
     assert "filter 5×5, least squares" in filtered.identity
     for c in filtered.run(rgb, [1, 2]):  # each setting with a filter of its own
-        assert c.data == codec.compress(rgb, iterations=c.setting, model=tiny_model)
+        assert c.data == codec.compress(rgb, iterations=c.setting, model=tiny_model,
+                                        postfilter=True)
         assert codec.info(c.data).filtered and codec.info(c.data).iterations == c.setting
         assert np.array_equal(c.decoded, np.asarray(codec.decompress(c.data, model=tiny_model)))
     searched = rnn_codec(tiny_model, 2, effort=1, postfilter=True)
     assert searched.name == plain.name + "@effort1+filter"
     (c,) = searched.run(rgb, [2])
-    assert c.data == codec.compress(rgb, iterations=2, model=tiny_model, effort=1)
+    assert c.data == codec.compress(rgb, iterations=2, model=tiny_model, effort=1,
+                                    postfilter=True)
     names = [c.name for c in build_codecs([tiny_model], [], efforts=(0, 1), filtered=3,
                                           filter_efforts=(0, 2))]
     assert names == [plain.name, plain.name + "@effort1", plain.name + "+filter",
@@ -240,6 +243,33 @@ def test_bd_rate_on_known_curves() -> None:
     points = pts("jpeg-420", bpp) + pts("half", bpp / 2)
     assert report.bd_rate(points, "half", PSNR) == pytest.approx(-50, abs=0.5)
     assert report.bd_rate(points, "jpeg-420", PSNR) == pytest.approx(0, abs=1e-9)
+
+
+def test_bd_rate_over_a_fixed_interval_names_what_a_short_curve_reaches() -> None:
+    """Over the fixed interval the overlap's BD-rate is not enough: a curve that stops rising
+    halfway is reported over the part it reaches, and that part is named."""
+    bpp = np.array([0.125, 0.25, 0.5, 1.0, 2.0, 4.0])
+    psnr_of = {r: 24 + 3 * math.log2(r / 0.125) for r in bpp}  # 24 … 39 dB
+
+    def pts(name: str, rates: np.ndarray, quality: list[float]) -> list[results.Point]:
+        return [results.Point(name, i, "a", "", 8, 8, 1, float(r), psnr=q)
+                for i, (r, q) in enumerate(zip(rates, quality, strict=True))]
+
+    jpeg = pts("jpeg-420", bpp, [psnr_of[r] for r in bpp])
+    half = pts("half", bpp / 2, [psnr_of[r] for r in bpp])
+    stalls = pts("stalls", bpp, [psnr_of[r] for r in bpp[:3]] + [30.5, 30.7, 30.8])
+    metric = replace(PSNR, interval=(26.0, 33.0))
+    assert report.bd_rate_in(jpeg + half, "half", metric) == pytest.approx((-50, 26, 33),
+                                                                           abs=0.5)
+    rate, lo, hi = report.bd_rate_in(jpeg + stalls, "stalls", metric)
+    assert (lo, hi) == (26.0, 30.8) and rate > 0  # more bits than JPEG above 30 dB
+    lines = report._fixed_bd_table(results.Results(
+        command="", created="", dataset="", environment={}, points=jpeg + stalls,
+        codecs=[results.CodecInfo("stalls", "Stalls", "it", [1], "v")]))
+    assert any("Stalls" in line and "(26.0–30.8 dB only)" in line for line in lines)
+    # over the curves' overlap alone, bjontegaard's own BD-rate agrees with this one
+    ours, lo, hi = report.bd_rate_in(jpeg + half, "half", replace(PSNR, interval=(0, 99)))
+    assert ours == pytest.approx(report.bd_rate(jpeg + half, "half", PSNR), abs=1e-6)
 
 
 def test_equal_quality_rates_read_the_anchor_between_its_points() -> None:

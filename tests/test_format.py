@@ -261,8 +261,9 @@ def test_implausible_sizes_are_refused_by_the_parser(width: int, height: int) ->
 
 def test_huge_declared_size_is_refused_before_allocating(monkeypatch: pytest.MonkeyPatch,
                                                          tiny_model: str) -> None:
-    """Sizes the parser allows but the decoder's pixel limit does not, and sizes within the
-    limit whose chunk is far too short: both fail without a large allocation."""
+    """Sizes the parser allows but the decoder's pixel limit does not, untiled sizes over what
+    the networks run on at once, and sizes within the limits whose chunk is far too short: all
+    fail without a large allocation."""
     real_zeros = torch.zeros
 
     def guarded_zeros(*size, **kw):
@@ -281,7 +282,11 @@ def test_huge_declared_size_is_refused_before_allocating(monkeypatch: pytest.Mon
     with pytest.raises(FormatError, match="over the limit"):
         codec.decompress(assemble(_header(width=64, height=64, model="tiny", digest=digest),
                                   [bytes(64)]), model=tiny_model, max_pixels=1000)
-    within = assemble(_header(width=8000, height=8000, model="tiny", digest=digest), [b"\x00"])
+    untiled = assemble(_header(width=8000, height=8000, model="tiny", digest=digest), [b"\x00"])
+    with pytest.raises(FormatError, match="untiled image of 8000×8000 pixels, more than"):
+        codec.decompress(untiled, model=tiny_model)
+    within = assemble(_header(width=8000, height=8000, model="tiny", digest=digest, tile=512),
+                      [b"\x00"])
     with pytest.raises(FormatError, match="raw chunk holds 1 bytes"):
         codec.decompress(within, model=tiny_model)
 

@@ -11,7 +11,9 @@ from rnncodec.frameworks import (
     ModelConfig,
     RNNCompressor,
     grow,
+    ms_ssim_db_loss,
     ms_ssim_loss,
+    psnr_db_loss,
     residual_loss,
 )
 
@@ -183,6 +185,31 @@ def test_residual_loss_is_mean_l1_over_iterations() -> None:
     expected = (x.abs().mean() + 0.1) / 2
     assert torch.isclose(loss, expected, atol=1e-6)
     assert residual_loss(x, [x, x]) == 0
+
+
+def test_psnr_db_loss_is_minus_the_mean_psnr_of_each_image_and_iteration() -> None:
+    x = _image(2, 32, 32)
+    noise = torch.zeros_like(x)
+    noise[0] += 0.1  # image 0: MSE 1e-2 (20 dB); image 1: MSE 1e-4 (40 dB)
+    noise[1] += 0.01
+    loss = psnr_db_loss(x, [x + noise, x + noise / 10])  # then 40 and 60 dB
+    assert loss.item() == pytest.approx(-(20 + 40 + 40 + 60) / 4, abs=1e-3)
+
+
+def test_db_losses_weigh_a_late_iteration_as_much_as_an_early_one() -> None:
+    """Halving a residual gains the same in dB whatever its size, unlike an L1 or L2 mean."""
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 64, 64) - 0.5
+    noise = torch.randn_like(x)
+    early, late = x + 0.1 * noise, x + 0.001 * noise
+    for fn in (psnr_db_loss, ms_ssim_db_loss):
+        gain_early = fn(x, [early, late]) - fn(x, [x + 0.05 * noise, late])
+        gain_late = fn(x, [early, late]) - fn(x, [early, x + 0.0005 * noise])
+        assert gain_early.item() > 0 and gain_late.item() > 0
+        assert gain_late.item() == pytest.approx(gain_early.item(), rel=0.3), fn.__name__
+    l1_early = residual_loss(x, [early, late]) - residual_loss(x, [x + 0.05 * noise, late])
+    l1_late = residual_loss(x, [early, late]) - residual_loss(x, [early, x + 0.0005 * noise])
+    assert l1_late < l1_early / 50
 
 
 def test_width_scales_parameter_count() -> None:

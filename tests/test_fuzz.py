@@ -52,6 +52,7 @@ from rnncodec import codec
 from rnncodec.entropy import CODER_NAMES
 from rnncodec.errors import FormatError, RnncError
 from rnncodec.format import MAX_SIDE, pack_chunk, parse
+from rnncodec.tiling import MAX_REGION_PIXELS
 
 __all__ = ["hostile_seeds"]  # a fixture, imported for pytest
 
@@ -359,16 +360,22 @@ def test_huge_declared_sizes_fail_fast(width: int, height: int, coder: str,
 
 @pytest.mark.slow
 def test_worst_garbage_chunk_under_the_default_limit_is_bounded(hostile_seeds: Seeds) -> None:
-    """The most work a tiny file can cause before it is refused: a garbage context-coded chunk
-    for the largest grid the default limit allows (61 × 2²⁰ pixels: 4 × 65536 blocks, the most
-    diagonals). It is refused by the desync check, after walking the whole grid."""
+    """The most work a tiny untiled file can cause before it is refused: a garbage
+    context-coded chunk for the longest grid an untiled file may declare (2²¹ pixels in whole
+    blocks: 16 × 131072, the most diagonals), refused by the desync check after walking the
+    whole grid; the 61 × 2²⁰ grid the pixel limit once allowed is refused up front."""
     real = parse(hostile_seeds.context).header
-    blob = raw_header(width=61, height=MAX_SIDE, coder=CODER_NAMES["context"],
-                      name=real.model.encode(), digest=real.digest) + pack_chunk(0, bytes(8))
+
+    def blob(width: int, height: int) -> bytes:
+        return raw_header(width=width, height=height, coder=CODER_NAMES["context"],
+                          name=real.model.encode(), digest=real.digest) + pack_chunk(0, bytes(8))
+
     start = time.perf_counter()
     with pytest.raises(FormatError, match="desync"):
-        codec.decompress(blob, model=hostile_seeds.model)
+        codec.decompress(blob(16, MAX_REGION_PIXELS // 16), model=hostile_seeds.model)
     assert time.perf_counter() - start < 60
+    with pytest.raises(FormatError, match="16-pixel blocks"):
+        codec.decompress(blob(61, MAX_SIDE), model=hostile_seeds.model)
 
 
 # --- the input side: mutated image files ----------------------------------------------------

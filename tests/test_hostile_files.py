@@ -5,11 +5,15 @@ For every case: the API raises the documented ``RnncError`` subclass with one cl
 line and no traceback, and leaves no output file and no ``.part`` temp file; ``rnncodec info``
 refuses the file too when the fault is in the container (and describes it otherwise). The CLI
 runs in-process for every case and as a real subprocess for a few (all of them with -m slow).
+The extreme shapes refused untiled also decode, in tiles, within bounded time and memory.
 """
 
 from __future__ import annotations
 
+import resource
 import struct
+import subprocess
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,6 +26,9 @@ from hostile_helpers import (
     assert_one_error_line,
     check_message,
     chunk_offsets,
+    cli_command,
+    cli_env,
+    declaring,
     flip_bit,
     gradient,
     header_end,
@@ -134,6 +141,21 @@ def _cases() -> list[Case]:
         C("over the decoder's pixel limit", lambda s: patch_header(s.raw, width=8001,
                                                                    height=8000),
           FormatError, "over the limit", info_fails=False),
+        # valid streams whose networks would need memory growing with the image
+        C("untiled 1048576×1 (16.7 MP in whole blocks)", lambda s: declaring(s.raw, 1 << 20, 1),
+          FormatError, "untiled image of 1048576×1 pixels (1048576×16 in 16-pixel blocks)",
+          info_fails=False, subprocess=True),
+        C("untiled 1×1048576", lambda s: declaring(s.raw, 1, 1 << 20), FormatError,
+          "untiled image of 1×1048576 pixels (16×1048576 in 16-pixel blocks)", info_fails=False,
+          subprocess=True),
+        C("untiled, one block row over the region bound", lambda s: declaring(s.raw, 2048, 1040),
+          FormatError, "untiled image of 2048×1040 pixels, more than the 2097152",
+          info_fails=False),
+        C("tiles too large for the image", lambda s: declaring(s.raw, 2048, 2048, tile=0xFFF0),
+          FormatError, "a 2048×2048 image in 65520-pixel tiles", info_fails=False),
+        C("over the pixel limit only in whole blocks",
+          lambda s: declaring(s.raw, 1 << 20, 61, tile=512), FormatError,
+          "(1048576×64 in 16-pixel blocks), over the limit", info_fails=False),
         C("truncated in the fixed header", lambda s: s.raw[:10], FormatError,
           "truncated inside the header"),
         C("truncated in the model name", lambda s: s.raw[:18], FormatError,
@@ -374,6 +396,31 @@ def test_cut_files_decode_as_far_as_they_go(case: Case, case_file: Path,
     expected = codec.decompress(case_file, model=hostile_seeds.model, allow_cut=True)
     assert np.array_equal(np.asarray(Image.open(out)), np.asarray(expected))
     assert codec.info(case_file, allow_cut=True).iterations == case.cut
+
+
+# --- extreme shapes, as the encoder writes them -----------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("width, height", [(1 << 20, 1), (1, 1 << 20)])
+def test_extreme_shapes_in_tiles_decode_within_bounds(width: int, height: int,
+                                                      hostile_seeds: Seeds,
+                                                      tmp_path: Path) -> None:
+    """The refused untiled shapes above in 512-pixel tiles, as the encoder codes them: 2048
+    tiles one block thin, decoded by the API and the command line within 60 s and 2 GiB."""
+    data = declaring(hostile_seeds.raw, width, height, tile=512)
+    start = time.perf_counter()
+    assert codec.decompress(data, model=hostile_seeds.model).size == (width, height)
+    assert time.perf_counter() - start < 60
+    (tmp_path / "thin.rnnc").write_bytes(data)
+    start = time.perf_counter()
+    r = subprocess.run([*cli_command(), "decompress", "thin.rnnc", "--model",
+                        hostile_seeds.model, "-q"], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=120, env=cli_env(), check=False)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert time.perf_counter() - start < 60
+    # the largest child this process has waited for, this one included
+    assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss < 2 << 20  # KiB
 
 
 # --- every cut and every flipped bit --------------------------------------------------------

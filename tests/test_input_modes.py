@@ -27,7 +27,7 @@ from hostile_helpers import (
 from PIL import Image, ImageCms, ImageOps
 
 from rnncodec import codec
-from rnncodec.errors import ImageError
+from rnncodec.errors import FormatError, ImageError
 from rnncodec.images import MAX_PIXELS, load_image
 
 __all__ = ["hostile_seeds"]  # a fixture, imported for pytest
@@ -192,8 +192,15 @@ def test_pixel_limit_for_every_kind_of_source(hostile_seeds: Seeds, tmp_path: Pa
         with pytest.raises(ImageError, match="exceeds the limit of 399 pixels") as e:
             codec.compress(source, iterations=1, model=hostile_seeds.model, max_pixels=399)
         check_message(e.value)
-        data = codec.compress(source, iterations=1, model=hostile_seeds.model, max_pixels=400)
-        assert codec.decompress(data, model=hostile_seeds.model).size == (20, 20)
+        # the networks code whole 16-pixel blocks, and the limit counts them, as the decoder does
+        with pytest.raises(ImageError, match=r"20×20 pixels \(32×32 in 16-pixel blocks\) "
+                                             "exceeds the limit of 1023 pixels") as e:
+            codec.compress(source, iterations=1, model=hostile_seeds.model, max_pixels=1023)
+        check_message(e.value)
+        data = codec.compress(source, iterations=1, model=hostile_seeds.model, max_pixels=1024)
+        assert codec.decompress(data, model=hostile_seeds.model, max_pixels=1024).size == (20, 20)
+        with pytest.raises(FormatError, match=r"\(32×32 in 16-pixel blocks\), over the limit"):
+            codec.decompress(data, model=hostile_seeds.model, max_pixels=1023)
 
 
 @pytest.mark.parametrize("width,height,limit", [

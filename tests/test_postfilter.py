@@ -135,7 +135,7 @@ def always_kept(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_filtered_file(big: np.ndarray, tiny_model: str, always_kept: None) -> None:
     plain = codec.compress(big, iterations=4, model=tiny_model, postfilter=False)
-    data = codec.compress(big, iterations=4, model=tiny_model)
+    data = codec.compress(big, iterations=4, model=tiny_model, postfilter=True)
     assert data[4] == 3 and plain[4] == 1  # version 3 only for a filter
     c = parse(data)
     assert c.chunks == parse(plain).chunks and c.filter is not None
@@ -158,7 +158,7 @@ def test_filtered_file(big: np.ndarray, tiny_model: str, always_kept: None) -> N
 
 def test_file_cut_before_the_filter_is_the_unfiltered_image(big: np.ndarray, tiny_model: str,
                                                              always_kept: None) -> None:
-    data = codec.compress(big, iterations=3, model=tiny_model)
+    data = codec.compress(big, iterations=3, model=tiny_model, postfilter=True)
     cut = data[:len(data) - len(parse(data).filter) - 8]
     assert parse(cut).filter is None and len(parse(cut).chunks) == 3
     plain = codec.compress(big, iterations=3, model=tiny_model, postfilter=False)
@@ -173,7 +173,7 @@ def test_file_cut_before_the_filter_is_the_unfiltered_image(big: np.ndarray, tin
 
 
 def test_filter_chunk_errors(big: np.ndarray, tiny_model: str, always_kept: None) -> None:
-    data = codec.compress(big, iterations=2, model=tiny_model)
+    data = codec.compress(big, iterations=2, model=tiny_model, postfilter=True)
     bad = bytearray(data)
     bad[-6] ^= 1  # inside the filter's payload
     with pytest.raises(FormatError, match="checksum mismatch in the filter chunk"):
@@ -195,7 +195,7 @@ def test_filter_chunk_errors(big: np.ndarray, tiny_model: str, always_kept: None
 
 def test_bad_filter_payload_is_refused_before_decoding(big: np.ndarray, tiny_model: str,
                                                        always_kept: None) -> None:
-    c = parse(codec.compress(big, iterations=2, model=tiny_model))
+    c = parse(codec.compress(big, iterations=2, model=tiny_model, postfilter=True))
     broken = assemble(c.header, c.chunks, b"\x04\x07")
     with pytest.raises(FormatError, match="kernel 4"):
         codec.decompress(broken, model=tiny_model)
@@ -208,12 +208,12 @@ def test_bad_filter_payload_is_refused_before_decoding(big: np.ndarray, tiny_mod
 def test_filter_within_a_bpp_budget(big: np.ndarray, tiny_model: str, always_kept: None) -> None:
     pixels = big.shape[0] * big.shape[1]
     for bpp in (0.5, 1.5, 3.0):
-        data = codec.compress(big, bpp=bpp, model=tiny_model)
+        data = codec.compress(big, bpp=bpp, model=tiny_model, postfilter=True)
         assert len(data) * 8 <= bpp * pixels or codec.info(data).iterations == 1
         cut = codec.truncate(data, bpp=bpp)
         assert len(cut) * 8 <= bpp * pixels or len(parse(cut).chunks) == 1
     # the filter goes before an iteration does
-    full = codec.compress(big, iterations=3, model=tiny_model)
+    full = codec.compress(big, iterations=3, model=tiny_model, postfilter=True)
     budget = (len(full) - 1) * 8 / pixels
     cut = codec.truncate(full, bpp=budget)
     assert len(parse(cut).chunks) == 3 and parse(cut).filter is None
@@ -222,21 +222,21 @@ def test_filter_within_a_bpp_budget(big: np.ndarray, tiny_model: str, always_kep
 def test_filter_not_worth_it_leaves_the_file_as_it_was(big: np.ndarray, tiny_model: str,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(filters, "worth", lambda *a: False)
-    assert codec.compress(big, iterations=2, model=tiny_model) == codec.compress(
+    assert codec.compress(big, iterations=2, model=tiny_model, postfilter=True) == codec.compress(
         big, iterations=2, model=tiny_model, postfilter=False)
 
 
 def test_tiled_and_gray_images_get_filters(make_image, tiny_model: str,
                                            always_kept: None) -> None:
     a = make_image(filters.MIN_SIDE + 10, 170, seed=5)
-    data = codec.compress(a, iterations=2, model=tiny_model, tile=64)
+    data = codec.compress(a, iterations=2, model=tiny_model, tile=64, postfilter=True)
     c = parse(data)
     assert c.header.tile == 64 and c.filter is not None and data[4] == 3
     plain = codec.compress(a, iterations=2, model=tiny_model, tile=64, postfilter=False)
     assert np.array_equal(np.asarray(codec.decompress(data, model=tiny_model)), filters.apply(
         filters.Filter.unpack(c.filter), np.asarray(codec.decompress(plain, model=tiny_model))))
     gray = make_image(filters.MIN_SIDE, 164, channels=0, seed=6)
-    data = codec.compress(gray, iterations=1, model=tiny_model)
+    data = codec.compress(gray, iterations=1, model=tiny_model, postfilter=True)
     img = codec.decompress(data, model=tiny_model)
     assert parse(data).filter is not None
     assert img.mode == "L" and img.size == (164, filters.MIN_SIDE)
@@ -244,12 +244,12 @@ def test_tiled_and_gray_images_get_filters(make_image, tiny_model: str,
 
 def test_add_filter_gives_a_cut_file_the_filter_compress_would(big: np.ndarray, tiny_model: str,
                                                                 always_kept: None) -> None:
-    long = codec.compress(big, iterations=4, model=tiny_model)
+    long = codec.compress(big, iterations=4, model=tiny_model, postfilter=True)
     for k in (1, 3):
         cut = codec.truncate(long, iterations=k)
         assert parse(cut).filter is None
         refit = codec.add_filter(cut, big, model=tiny_model)
-        assert refit == codec.compress(big, iterations=k, model=tiny_model)
+        assert refit == codec.compress(big, iterations=k, model=tiny_model, postfilter=True)
         assert codec.add_filter(refit, big, model=tiny_model) == refit  # replaced, not added
         pixels = np.asarray(codec.decompress(cut, model=tiny_model))
         assert codec.add_filter(cut, big, model=tiny_model, decoded=pixels) == refit
@@ -273,31 +273,50 @@ def test_add_filter_refuses_another_image_and_skips_small_ones(big: np.ndarray, 
                                                                tiny_model: str,
                                                                monkeypatch: pytest.MonkeyPatch
                                                                ) -> None:
-    data = codec.compress(big, iterations=1, model=tiny_model)
+    data = codec.compress(big, iterations=1, model=tiny_model, postfilter=True)
     with pytest.raises(ImageError, match="the image is 170×160, the file 170×161"):
         codec.add_filter(data, big[:-1], model=tiny_model)
     monkeypatch.setattr(filters, "worth", lambda *a: False)  # not worth it: the plain file
     assert codec.add_filter(data, big, model=tiny_model) == codec.compress(
         big, iterations=1, model=tiny_model, postfilter=False)
     small = make_image(filters.MIN_SIDE - 1, 170, seed=2)
-    plain = codec.compress(small, iterations=1, model=tiny_model)
+    plain = codec.compress(small, iterations=1, model=tiny_model, postfilter=True)
     assert codec.add_filter(plain, small, model=tiny_model) == plain
 
 
 def test_small_images_are_not_filtered(make_image, tiny_model: str, always_kept: None) -> None:
     a = make_image(filters.MIN_SIDE - 1, 400, seed=1)
-    assert parse(codec.compress(a, iterations=1, model=tiny_model)).filter is None
+    assert parse(codec.compress(a, iterations=1, model=tiny_model, postfilter=True)).filter is None
 
 
 def test_cli_filter_switch(big: np.ndarray, tiny_model: str, tmp_path, always_kept: None) -> None:
     src = tmp_path / "a.png"
     Image.fromarray(big).save(src)
     runner = CliRunner()
-    for flag, version in (("--filter", 3), ("--no-filter", 1)):
-        out = tmp_path / f"{flag}.rnnc"
+    for flags, version in ((["--filter"], 3), (["--no-filter"], 1), ([], 1)):  # off by default
+        out = tmp_path / f"{''.join(flags) or 'default'}.rnnc"
         r = runner.invoke(main, ["compress", str(src), "-o", str(out), "-n", "2", "--model",
-                                 tiny_model, flag, "--quiet"])
+                                 tiny_model, *flags, "--quiet"])
         assert r.exit_code == 0, r.output
         assert out.read_bytes()[4] == version
         shown = runner.invoke(main, ["info", str(out)])
         assert f"filter     {version == 3}" in shown.output
+
+
+def test_the_filter_is_opt_in(big: np.ndarray, tiny_model: str, always_kept: None) -> None:
+    plain = codec.compress(big, iterations=2, model=tiny_model)
+    assert plain == codec.compress(big, iterations=2, model=tiny_model, postfilter=False)
+    assert parse(plain).filter is None
+
+
+def test_gain_is_measured_on_the_crop_the_fit_saw(photo_like: np.ndarray,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large images are judged on the fitted crop, so the filter's cost stays bounded; images
+    no larger than the crop are judged whole, as before."""
+    soft = _blurred(photo_like)
+    f = filters.fit(photo_like, soft)
+    whole = filters.gain_db(f, photo_like, soft)
+    monkeypatch.setattr(filters, "FIT_SIDE", 100)
+    crop = filters._crop
+    assert filters.gain_db(f, photo_like, soft) == filters.gain_db(f, crop(photo_like),
+                                                                   crop(soft)) != whole

@@ -65,6 +65,59 @@ def test_choose_tile() -> None:
             choose_tile(bad, 768, 512)
 
 
+def test_choose_tile_counts_whole_blocks_and_bounds_every_region() -> None:
+    """Images are tiled by their area in whole blocks, so a thin image the networks would run
+    over in millions of padded pixels is tiled too, and no side makes a region larger than
+    MAX_REGION_PIXELS (the decoder refuses those)."""
+    limit = tiling.MAX_REGION_PIXELS
+    assert limit == tiling.AUTO_TILE_PIXELS
+    thin = limit // 16 + 16  # one block row: fewer pixels than the limit, more once padded
+    assert tiling.padded_pixels(thin, 1) > limit >= thin
+    assert choose_tile(None, thin, 1) == tiling.DEFAULT_TILE
+    assert choose_tile(None, limit // 16, 16) == 0  # exactly at the limit: whole
+    with pytest.raises(ValueError, match=rf"cannot code an untiled image of {thin}×1 pixels "
+                                         rf"\({thin}×16 in 16-pixel blocks\), more than"):
+        choose_tile(0, thin, 1)
+    with pytest.raises(ValueError, match="a 2048×2048 image in 2048-pixel tiles, whose regions"):
+        choose_tile(2048, 2048, 2048)  # one tile: as large as untiled
+    with pytest.raises(ValueError, match="in 4096-pixel tiles"):
+        choose_tile(4096, 8000, 6000)
+    assert choose_tile(1408, 8000, 6000) == 1408  # (1408 + 2 · 16)² pixels fit
+    assert all(t.pixels <= limit for t in plan(8000, 6000, 1408))
+    assert choose_tile(4096, 100_000, 64) == 4096  # regions 4128×64: far from the limit
+    assert tiling.region_overflow(100_000, 64, 4096) is None
+
+
+def test_regions_in_flight_stay_within_the_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    tiles = plan(4000, 3000, 512)
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(4)
+        assert codec._workers(tiles) == 4
+        monkeypatch.setattr(codec, "MAX_REGION_PIXELS", 2 * max(t.pixels for t in tiles))
+        assert codec._workers(tiles) == 2
+        monkeypatch.setattr(codec, "MAX_REGION_PIXELS", 1)
+        assert codec._workers(tiles) == 1  # one tile always runs
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_progressive_decoding_of_a_large_tiled_file_in_bounded_memory(
+        tiny_model: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tiles whose regions together exceed the bound are decoded afresh for each iteration,
+    tile by tile, instead of all held at once: the same images."""
+    data = codec.compress(gradient_image(150, 200, seed=8), iterations=3, model=tiny_model,
+                          tile=64)
+    held = [np.asarray(i) for i in codec.decode_iterations(data, model=tiny_model)]
+    monkeypatch.setattr(codec, "MAX_REGION_PIXELS", 96 * 96)  # one tile's region, not all
+    calls = []
+    real = codec._decode_rgb
+    monkeypatch.setattr(codec, "_decode_rgb", lambda *a, **k: calls.append(1) or real(*a, **k))
+    afresh = [np.asarray(i) for i in codec.decode_iterations(data, model=tiny_model)]
+    assert len(calls) == 3
+    assert all(np.array_equal(a, b) for a, b in zip(held, afresh, strict=True))
+
+
 # --- coding ---------------------------------------------------------------------------------
 
 

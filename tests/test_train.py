@@ -171,6 +171,45 @@ def test_train_step_adds_the_weighted_ms_ssim_term() -> None:
     assert mixed == pytest.approx(l1 + 2.0 * term, rel=1e-5)
 
 
+def test_train_step_sums_the_weighted_terms_and_skips_weight_zero() -> None:
+    from conftest import build_tiny
+
+    from rnncodec.frameworks import ms_ssim_db_loss, psnr_db_loss, residual_loss
+
+    net = build_tiny().train()
+    batch = torch.rand(2, 3, 48, 48) - 0.5
+    cfg = TrainConfig(iterations=2, binarize="sign", patch=48, l1=0.5, psnr_db=0.01,
+                      ms_ssim_db=0.02)
+    loss = train_step(net, batch, cfg).item()
+    with torch.no_grad():
+        recons = [r.float() for r in net(batch, 2, False)]
+        expected = (0.5 * residual_loss(batch, recons) + 0.01 * psnr_db_loss(batch, recons)
+                    + 0.02 * ms_ssim_db_loss(batch, recons)).item()
+    assert loss == pytest.approx(expected, rel=1e-5)
+    only_db = train_step(net, batch, replace(cfg, l1=0.0, ms_ssim_db=0.0)).item()
+    assert only_db == pytest.approx(0.01 * psnr_db_loss(batch, recons).item(), rel=1e-5)
+
+
+def test_channels_last_trains_the_same_model(photos: Path, tmp_path: Path) -> None:
+    """NHWC is a layout, not a model: the same loss, and a run's weights export as NCHW's do
+    (two Adam steps of lr 1e-3 move a weight by at most 2e-3 either way, whatever the sums'
+    rounding)."""
+    from conftest import build_tiny
+    from safetensors.torch import load_file
+
+    batch = torch.rand(2, 3, 32, 32) - 0.5
+    cfg = TrainConfig(iterations=2, binarize="sign")
+    losses = [train_step(build_tiny().train().to(memory_format=fmt),
+                         batch.contiguous(memory_format=fmt), cfg).item()
+              for fmt in (torch.contiguous_format, torch.channels_last)]
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+    weights = [load_file(train(_config(photos, tmp_path / str(cl), channels_last=cl)))
+               for cl in (False, True)]
+    assert weights[0].keys() == weights[1].keys()
+    for k, v in weights[0].items():
+        torch.testing.assert_close(weights[1][k].float(), v.float(), atol=4e-3, rtol=0)
+
+
 def test_non_finite_gradients_skip_the_step(photos: Path, tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch,
                                             capsys: pytest.CaptureFixture[str]) -> None:
@@ -305,6 +344,35 @@ def test_training_is_reproducible(photos: Path, tmp_path: Path) -> None:
     assert zoo.weights_digest(_tensors(c)) != zoo.weights_digest(_tensors(a))
 
 
+def test_a_resumed_run_counts_the_training_time_it_had(photos: Path, tmp_path: Path) -> None:
+    """The checkpoint keeps the minutes trained, so a run cut short and resumed keeps its time
+    limit (and the learning-rate schedule that follows it) instead of starting them over."""
+    out = tmp_path / "run"
+    train(_config(photos, out, steps=2))
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert 0 < state["minutes"] < 5
+    state["minutes"] = 30.0  # as if the run had trained for half an hour
+    torch.save(state, out / "checkpoint.pt")
+    train(_config(photos, out, steps=100, minutes=20))  # its 20 minutes are spent: no step
+    after = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert after["step"] == 2 and after["minutes"] >= 30
+
+
+def test_checkpoints_are_written_between_validations(photos: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import rnncodec.train as train_module
+
+    saved: list[int] = []
+    real = train_module.save_checkpoint
+    monkeypatch.setattr(train_module, "save_checkpoint",
+                        lambda path, model, opt, step, *a: saved.append(step)
+                        or real(path, model, opt, step, *a))
+    for minutes, expected in ((10.0, [3, 3]), (0.0, [1, 2, 3, 3])):
+        saved.clear()
+        train(_config(photos, tmp_path / str(minutes), steps=3, checkpoint_minutes=minutes))
+        assert saved == expected  # every step once the interval has passed; the last, always
+
+
 def test_time_limit_stops_early(photos: Path, tmp_path: Path) -> None:
     out = tmp_path / "timed"
     train(_config(photos, out, steps=1000, minutes=1e-9))
@@ -347,8 +415,11 @@ def test_cli_train_with_overrides(photos: Path, tmp_path: Path) -> None:
     (["patch=0"], 2, "patch must be a multiple of 16"),
     (["val_every=0"], 2, "val_every must be at least 1"),
     (["batch=0"], 2, "batch, iterations and val_every must be at least 1"),
-    (["ms_ssim=-1"], 2, "ms_ssim must be ≥ 0"),
-    (["ms_ssim=1", "patch=32"], 2, "needs patches of at least 48 px"),
+    (["ms_ssim=-1"], 2, "loss weights (l1, ms_ssim, psnr_db, ms_ssim_db) must be ≥ 0"),
+    (["psnr_db=-1"], 2, "loss weights (l1, ms_ssim, psnr_db, ms_ssim_db) must be ≥ 0"),
+    (["l1=0"], 2, "at least one loss weight"),
+    (["ms_ssim=1", "patch=32"], 2, "need patches of at least 48 px"),
+    (["ms_ssim_db=1", "patch=32"], 2, "need patches of at least 48 px"),
     (["width=9"], 2, "width must be in (0, 4]"),
     (["framework=jpeg"], 2, "unknown framework"),
 ])

@@ -9,50 +9,65 @@ Every failure prints one line on stderr; no traceback. ``-`` reads stdin or writ
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import json
 import signal
-import sys
 import threading
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from . import codec
+from . import files
 from .cli_io import (
     REPORTED,
     Job,
     atomic_output,
+    complete,
     describe,
     format_suffix,
     image_format,
     plan_jobs,
     plural,
+    progress,
     read_input,
+    report_compress,
     reported_warnings,
     run_jobs,
     save_image,
+    summary,
     warn,
     write_output,
 )
+from .cli_io import fail as _fail
 from .cli_io import write_file as _write  # noqa: F401  (the name tests and callers know)
+from .defaults import DEFAULT_ITERATIONS, MAX_PIXELS
 from .entropy import AUTO, CODER_NAMES
-from .errors import ArgumentError, FormatError
-from .images import MAX_PIXELS
-from .refine import SEARCH_TILE_PIXELS
-from .tiling import AUTO_TILE_PIXELS, DEFAULT_TILE, MIN_TILE
-from .zoo import DEFAULT_MODEL, MODELS
+from .errors import ArgumentError
+from .registry import DEFAULT_MODEL, MODELS
+from .tiling import AUTO_TILE_PIXELS, DEFAULT_TILE, MAX_REGION_PIXELS, MIN_TILE, SEARCH_TILE_PIXELS
 
 T = TypeVar("T")
 
 
-def _fail(message: str, code: int) -> None:
-    click.echo(f"rnncodec: error: {message}", err=True)
-    sys.exit(code)
+class _OnFirstUse:
+    """A module imported when a command first uses it: ``--help``, ``info``, ``truncate`` and
+    ``models`` never load torch."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(importlib.import_module(self._name), attr)
+
+
+if TYPE_CHECKING:
+    from . import codec
+else:
+    codec = _OnFirstUse("rnncodec.codec")  # the networks, for the commands that code images
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -66,23 +81,6 @@ def _run(fn: Callable[[], T]) -> T:
     except REPORTED as e:
         _fail(*describe(e))
     raise AssertionError("unreachable")
-
-
-@contextmanager
-def _progress(total: int | None, label: str, quiet: bool) -> Iterator[Callable[[int], None]]:
-    """A tqdm bar on stderr (hidden with --quiet or when stderr is not a terminal)."""
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, desc=label, unit="it", disable=quiet or None, leave=False,
-               file=sys.stderr)
-
-    def update(done: int) -> None:
-        bar.update(done - bar.n)
-
-    try:
-        yield update
-    finally:
-        bar.close()
 
 
 force_opt = click.option("--force", "-f", is_flag=True,
@@ -143,19 +141,20 @@ def output_opt(default: str) -> Callable[[Callable[..., Any]], Callable[..., Any
                    "those per iteration); auto is best.")
 @click.option("--tile", type=click.IntRange(min=0),
               help=f"Run the networks on tiles of at most N×N pixels (a multiple of 16, at "
-                   f"least {MIN_TILE}), so memory grows with a tile, not the image; 0: never. "
+                   f"least {MIN_TILE}), so memory grows with a tile, not the image; 0: never "
+                   f"(refused for images over {MAX_REGION_PIXELS / 1e6:.1f} megapixels). "
                    f"Default: {DEFAULT_TILE} for images over {AUTO_TILE_PIXELS / 1e6:.1f} "
-                   f"megapixels ({SEARCH_TILE_PIXELS / 1e6:.1f} with --effort), else none.")
+                   f"megapixels ({SEARCH_TILE_PIXELS / 1e6:.1f} with --effort), else none; "
+                   "images counted in whole 16-pixel blocks.")
 @click.option("--effort", type=click.IntRange(min=0), default=0, show_default=True,
               help="Search for better bits than the encoder's in the first N iterations "
                    "(2: better quality at low rates, encoding several times slower; each "
                    "further iteration searched takes as long as the first, for less gain); any "
                    "decoder reads the result.")
-@click.option("--filter/--no-filter", "postfilter", default=True, show_default=True,
+@click.option("--filter/--no-filter", "postfilter", default=False, show_default=True,
               help="Fit a filter to the decoded image and store it (about 240 bytes) when it "
                    "raises MS-SSIM more than the same bytes of codes would; it applies when all "
-                   "iterations are decoded. The fit took 7 s for a Kodak image (0.4 megapixels) on 2 "
-                   "cores, where 8 iterations encode in 4 s.")
+                   "iterations are decoded. Off by default: the gain is small and the fit slow.")
 @pixels_opt
 @force_opt
 @quiet_opt
@@ -164,48 +163,19 @@ def compress(inputs: tuple[str, ...], output: str | None, iterations: int | None
              coder: str, tile: int | None, effort: int, postfilter: bool, max_pixels: int,
              force: bool, quiet: bool) -> None:
     """Compress images (PNG, JPEG, ...; - for stdin) to .rnnc files."""
-    total = iterations or (None if bpp or ms_ssim or psnr else codec.DEFAULT_ITERATIONS)
+    total = iterations or (None if bpp or ms_ssim or psnr else DEFAULT_ITERATIONS)
 
     def one(job: Job) -> None:
-        with reported_warnings(job.source, quiet), _progress(total, "encoding", quiet) as bar:
+        with reported_warnings(job.source, quiet), progress(total, "encoding", quiet) as bar:
             result = codec.encode(read_input(job.input), iterations=iterations, bpp=bpp,
                                   ms_ssim=ms_ssim, psnr=psnr, model=model, coder=coder,
                                   tile=tile, effort=effort, postfilter=postfilter,
                                   max_pixels=max_pixels, progress=bar)
         write_output(job.output, result.data, force)
         if not quiet:
-            _report_compress(job, result, bpp, ms_ssim, psnr)
+            report_compress(job, result, bpp, ms_ssim, psnr)
 
     _run(lambda: run_jobs(plan_jobs(inputs, output, ".rnnc"), one, force))
-
-
-def _summary(name: str, i: codec.Info) -> str:
-    """The line that says what a file holds: iterations, filter, bytes, bits per pixel."""
-    return (f"{name}: {plural(i.iterations, 'iteration')}{', filtered' if i.filtered else ''}, "
-            f"{i.bytes} bytes, {i.bpp_per_iteration[-1]:.4f} bpp")
-
-
-def _report_compress(job: Job, result: codec.Encoded, bpp: float | None,
-                     ms_ssim: float | None, psnr: float | None) -> None:
-    """The summary line, with the quality reached for a quality target, and a warning for a
-    target the file misses."""
-    written = codec.info(result.data)
-    line = _summary(job.target, written)
-    reached = f"MS-SSIM {result.ms_ssim:.4f}" if result.ms_ssim is not None else \
-        f"PSNR {result.psnr:.2f} dB" if result.psnr is not None else None
-    click.echo(line + (f", {reached}" if reached else ""), err=True)
-    short = (ms_ssim is not None and result.ms_ssim is not None and result.ms_ssim < ms_ssim) \
-        or (psnr is not None and result.psnr is not None and result.psnr < psnr)
-    if short:
-        asked = f"MS-SSIM {ms_ssim:g}" if ms_ssim is not None else f"PSNR {psnr:g} dB"
-        most = ", the most a quality target uses" \
-            if result.iterations == codec.DEFAULT_ITERATIONS else ""
-        warn(f"{job.source}: {asked} not reached: {reached} after "
-             f"{plural(result.iterations, 'iteration')}{most}")
-    got = written.bpp_per_iteration[-1]
-    if bpp is not None and got > bpp:
-        warn(f"{job.source}: {bpp:g} bpp not reached: its first iteration takes {got:.4f} bpp "
-             "(a file keeps at least one)")
 
 
 @main.command()
@@ -230,9 +200,9 @@ def decompress(inputs: tuple[str, ...], output: str | None, iterations: int | No
     def one(job: Job) -> None:
         kind = image_format(fmt, job.output)
         source = read_input(job.input)
-        info = _complete(job, source, strict, quiet, iterations)
+        info = complete(job, source, strict, quiet, iterations)
         total = iterations or info.iterations
-        with _progress(total, "decoding", quiet) as bar:
+        with progress(total, "decoding", quiet) as bar:
             image = codec.decompress(source, iterations=iterations, model=model,
                                      max_pixels=max_pixels, progress=bar, allow_cut=True)
         save_image(job.output, image, kind, force)
@@ -241,23 +211,6 @@ def decompress(inputs: tuple[str, ...], output: str | None, iterations: int | No
                        f"{plural(total, 'iteration')}", err=True)
 
     _run(lambda: run_jobs(plan_jobs(inputs, output, format_suffix(fmt)), one, force))
-
-
-def _complete(job: Job, source: bytes | Path, strict: bool, quiet: bool,
-              wanted: int | None) -> codec.Info:
-    """The file's info, refusing a cut file when ``strict`` and else warning that only its
-    complete iterations are used (unless ``wanted`` asks for more, which is an error)."""
-    info = codec.info(source, allow_cut=True)
-    if info.cut is None:
-        return info
-    complete = f"{plural(info.iterations, 'complete iteration')}"
-    if strict:
-        raise FormatError(f"{info.cut}; it holds {complete} (--strict refuses cut files)")
-    if info.iterations == 0:
-        raise FormatError(info.cut)
-    if not quiet and (wanted or 0) <= info.iterations:
-        warn(f"{job.source}: {info.cut}; using the {complete} before it")
-    return info
 
 
 @main.command()
@@ -279,11 +232,11 @@ def truncate(input: str, output: str, iterations: int | None, bpp: float | None,
         if (iterations is None) == (bpp is None):
             raise ArgumentError("give exactly one of -n or --bpp")
         source = read_input(job.input)
-        _complete(job, source, strict, quiet, None)
-        data = codec.truncate(source, iterations=iterations, bpp=bpp, allow_cut=True)
+        complete(job, source, strict, quiet, None)
+        data = files.truncate(source, iterations=iterations, bpp=bpp, allow_cut=True)
         write_output(job.output, data, force)
         if not quiet:
-            click.echo(_summary(job.target, codec.info(data)), err=True)
+            click.echo(summary(job.target, files.info(data)), err=True)
 
     _run(lambda: run_jobs([Job(input, output)], one, force))
 
@@ -294,7 +247,7 @@ def truncate(input: str, output: str, iterations: int | None, bpp: float | None,
 def info(input: str, as_json: bool) -> None:
     """Show an .rnnc file's header, iterations and bits per pixel (- for stdin); for a file
     cut inside an iteration, its complete ones and where the cut is."""
-    d: dict[str, Any] = _run(lambda: codec.info(read_input(input), allow_cut=True).as_dict())
+    d: dict[str, Any] = _run(lambda: files.info(read_input(input), allow_cut=True).as_dict())
     if as_json:
         click.echo(json.dumps(d, indent=2))
         return
@@ -406,7 +359,7 @@ def serve(host: str, port: int, model: str, max_upload_mb: float, max_pixels: in
               "(default: jpeg-420,jpeg-444,webp,avif,jxl, those available).")
 @click.option("--qualities", help="Quality sweep (0-100) of the standard codecs, "
               "comma-separated (default: 2 to 95 in 13 steps).")
-@click.option("--iterations", type=click.IntRange(1, 64), default=codec.DEFAULT_ITERATIONS,
+@click.option("--iterations", type=click.IntRange(1, 64), default=DEFAULT_ITERATIONS,
               show_default=True, help="Model iterations to evaluate: 1 to N, from one encode.")
 @click.option("--effort", "efforts", multiple=True, type=click.IntRange(min=0),
               help="Search the bits of the first N iterations (see compress --effort); repeat "

@@ -1,7 +1,9 @@
 """The command line's inputs and outputs: ``-`` for stdin and stdout, several inputs per call,
-outputs written whole or not at all, and errors and warnings as one line each on stderr.
+outputs written whole or not at all, cut files, and what goes to stderr: errors and warnings as
+one line each, progress bars and the summary of what a command wrote.
 
-Light on imports (click and the error types): the commands import the codec themselves.
+Light on imports (click, the error types and the torch-free file operations of files.py): the
+commands import the codec themselves, so ``info`` and ``truncate`` start without torch.
 """
 
 from __future__ import annotations
@@ -15,11 +17,23 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, NoReturn
+from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from .errors import ArgumentError, InputMissingError, OutputError, RnncError, RnncWarning
+from . import files
+from .defaults import DEFAULT_ITERATIONS
+from .errors import (
+    ArgumentError,
+    FormatError,
+    InputMissingError,
+    OutputError,
+    RnncError,
+    RnncWarning,
+)
+
+if TYPE_CHECKING:
+    from .codec import Encoded
 
 STDIO = "-"  # as an input: stdin; as an output: stdout
 # errors a command reports as one line; anything else is a bug and keeps its traceback
@@ -321,3 +335,69 @@ def reported_warnings(source: str, quiet: bool) -> Iterator[None]:
             warnings.showwarning(w.message, w.category, w.filename, w.lineno)
         elif not quiet:
             warn(f"{source}: {w.message}")
+
+
+@contextmanager
+def progress(total: int | None, label: str, quiet: bool) -> Iterator[Callable[[int], None]]:
+    """A tqdm bar on stderr (hidden with --quiet or when stderr is not a terminal)."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=label, unit="it", disable=quiet or None, leave=False,
+               file=sys.stderr)
+
+    def update(done: int) -> None:
+        bar.update(done - bar.n)
+
+    try:
+        yield update
+    finally:
+        bar.close()
+
+
+# --- what a command did ---------------------------------------------------------------------
+
+
+def summary(name: str, i: files.Info) -> str:
+    """The line that says what a file holds: iterations, filter, bytes, bits per pixel."""
+    return (f"{name}: {plural(i.iterations, 'iteration')}{', filtered' if i.filtered else ''}, "
+            f"{i.bytes} bytes, {i.bpp_per_iteration[-1]:.4f} bpp")
+
+
+def report_compress(job: Job, result: Encoded, bpp: float | None, ms_ssim: float | None,
+                    psnr: float | None) -> None:
+    """The summary line, with the quality reached for a quality target, and a warning for a
+    target the file misses."""
+    written = files.info(result.data)
+    line = summary(job.target, written)
+    reached = f"MS-SSIM {result.ms_ssim:.4f}" if result.ms_ssim is not None else \
+        f"PSNR {result.psnr:.2f} dB" if result.psnr is not None else None
+    click.echo(line + (f", {reached}" if reached else ""), err=True)
+    short = (ms_ssim is not None and result.ms_ssim is not None and result.ms_ssim < ms_ssim) \
+        or (psnr is not None and result.psnr is not None and result.psnr < psnr)
+    if short:
+        asked = f"MS-SSIM {ms_ssim:g}" if ms_ssim is not None else f"PSNR {psnr:g} dB"
+        most = ", the most a quality target uses" \
+            if result.iterations == DEFAULT_ITERATIONS else ""
+        warn(f"{job.source}: {asked} not reached: {reached} after "
+             f"{plural(result.iterations, 'iteration')}{most}")
+    got = written.bpp_per_iteration[-1]
+    if bpp is not None and got > bpp:
+        warn(f"{job.source}: {bpp:g} bpp not reached: its first iteration takes {got:.4f} bpp "
+             "(a file keeps at least one)")
+
+
+def complete(job: Job, source: bytes | Path, strict: bool, quiet: bool,
+             wanted: int | None) -> files.Info:
+    """The file's info, refusing a cut file when ``strict`` and else warning that only its
+    complete iterations are used (unless ``wanted`` asks for more, which is an error)."""
+    info = files.info(source, allow_cut=True)
+    if info.cut is None:
+        return info
+    whole = plural(info.iterations, "complete iteration")
+    if strict:
+        raise FormatError(f"{info.cut}; it holds {whole} (--strict refuses cut files)")
+    if info.iterations == 0:
+        raise FormatError(info.cut)
+    if not quiet and (wanted or 0) <= info.iterations:
+        warn(f"{job.source}: {info.cut}; using the {whole} before it")
+    return info

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,33 +21,30 @@ import torch
 from PIL import Image
 
 from . import postfilter as filters
-from .entropy import (
-    AUTO,
-    CODER_NAMES,
-    BitCoder,
-    chunk_coders,
-    coder_name,
-    make_coder,
-    resolve,
-)
-from .errors import ArgumentError, FormatError, ImageError, InputMissingError, ModelError
+from .defaults import DEFAULT_ITERATIONS, MAX_PIXELS
+from .entropy import AUTO, CODER_NAMES, BitCoder, coder_name, make_coder, resolve
+from .errors import ArgumentError, FormatError, ImageError, ModelError
+from .files import Info, holds, info, read_bytes, truncate  # noqa: F401 (this module's API)
 from .format import MAX_ITERATIONS, Container, Header, assemble, pack_chunk, parse
-from .images import (
-    MAX_PIXELS,
-    ImageSource,
-    check_readable,
-    load_image,
-    to_array,
-    to_image,
-    to_tensor,
-)
+from .images import ImageSource, load_image, to_array, to_image, to_tensor
 from .metrics import ms_ssim, psnr
 from .networks import BITS
-from .refine import SEARCH_TILE_PIXELS, refine, signs
-from .tiling import AUTO_TILE_PIXELS, Tile, choose_tile, place, plan, waves
+from .refine import refine, signs
+from .tiling import (
+    AUTO_TILE_PIXELS,
+    MAX_REGION_PIXELS,
+    SEARCH_TILE_PIXELS,
+    Tile,
+    choose_tile,
+    describe,
+    padded_pixels,
+    place,
+    plan,
+    region_overflow,
+    waves,
+)
 from .zoo import DEFAULT_MODEL, MODELS, LoadedModel, load_model
 
-DEFAULT_ITERATIONS = 16
 # called with the number of iterations done so far (tiled: iterations' worth of tile work);
 # decompress calls it from its worker threads
 Progress = Callable[[int], None]
@@ -244,9 +241,11 @@ def _tile_progress(progress: Progress | None, tiles: int) -> Callable[[], None]:
     return step_done
 
 
-def _workers(tiles: int) -> int:
-    """Tiles coded at once: the caller's torch threads (each tile's steps run on one)."""
-    return max(1, min(torch.get_num_threads(), tiles))
+def _workers(tiles: list[Tile]) -> int:
+    """Tiles coded at once: the caller's torch threads (each tile's steps run on one), no more
+    than keep the regions in flight within ``MAX_REGION_PIXELS`` together (one at least)."""
+    fit = MAX_REGION_PIXELS // max(t.pixels for t in tiles)
+    return max(1, min(torch.get_num_threads(), len(tiles), fit))
 
 
 def encode_lockstep(model: LoadedModel, rgb: np.ndarray, tiles: list[Tile],
@@ -290,7 +289,7 @@ def encode_by_tile(model: LoadedModel, rgb: np.ndarray, tiles: list[Tile], itera
             run(tile)
     else:  # the tiles of one anti-diagonal at once, each on one thread (see network_step);
         # searched tiles one at a time, for memory (the search itself uses all threads)
-        with ThreadPoolExecutor(1 if effort else _workers(len(tiles))) as pool:
+        with ThreadPoolExecutor(1 if effort else _workers(tiles)) as pool:
             for wave in waves(tiles):
                 list(pool.map(run, wave))
     for t in range(iterations):
@@ -300,7 +299,7 @@ def encode_by_tile(model: LoadedModel, rgb: np.ndarray, tiles: list[Tile], itera
 def compress(image: ImageSource, *, iterations: int | None = None, bpp: float | None = None,
              ms_ssim: float | None = None, psnr: float | None = None,
              model: str = DEFAULT_MODEL, coder: str = AUTO, tile: int | None = None,
-             effort: int = 0, postfilter: bool = True, max_pixels: int = MAX_PIXELS,
+             effort: int = 0, postfilter: bool = False, max_pixels: int = MAX_PIXELS,
              progress: Progress | None = None) -> bytes:
     """Compress an image (PIL image, array, path or encoded bytes) to .rnnc bytes.
 
@@ -311,9 +310,11 @@ def compress(image: ImageSource, *, iterations: int | None = None, bpp: float | 
 
     ``tile``: the side in pixels of the tiles the networks run on (a multiple of 16, at least
     64; see tiling.py), 0 for the whole image at once, None (default) to tile only images over
-    about 2 megapixels. Tiled coding runs every tile through the most iterations the target
-    allows before writing any, so rate and quality targets cost that much network work; quality
-    targets also keep every iteration's decoded pixels (3 bytes per pixel per iteration).
+    about 2 megapixels in whole 16-pixel blocks (ArgumentError for 0, or tiles, that would run
+    the networks over more than ``tiling.MAX_REGION_PIXELS`` at once). Tiled coding runs every
+    tile through the most iterations the target allows before writing any, so rate and quality
+    targets cost that much network work; quality targets also keep every iteration's decoded
+    pixels (3 bytes per pixel per iteration).
 
     ``effort``: how many of the first iterations search for better bits than the encoder's
     (refine.py), 0 (default) for none. The gain is largest at the lowest rates: on Kodak
@@ -324,7 +325,9 @@ def compress(image: ImageSource, *, iterations: int | None = None, bpp: float | 
     for memory.
 
     ``postfilter``: fit a filter to the image after the last iteration and send it along when
-    it is worth its bytes (postfilter.py); it costs about 240 bytes and an encode-time fit.
+    it is worth its bytes (postfilter.py); it costs about 240 bytes, an encode-time fit on a
+    crop of at most 768×768 pixels and, for tiled images, a decode. Off by default: the gain is
+    small for the encoding time.
     """
     return encode(image, iterations=iterations, bpp=bpp, ms_ssim=ms_ssim, psnr=psnr,
                   model=model, coder=coder, tile=tile, effort=effort, postfilter=postfilter,
@@ -345,7 +348,7 @@ class Encoded:
 def encode(image: ImageSource, *, iterations: int | None = None, bpp: float | None = None,
            ms_ssim: float | None = None, psnr: float | None = None,
            model: str = DEFAULT_MODEL, coder: str = AUTO, tile: int | None = None,
-           effort: int = 0, postfilter: bool = True, max_pixels: int = MAX_PIXELS,
+           effort: int = 0, postfilter: bool = False, max_pixels: int = MAX_PIXELS,
            progress: Progress | None = None) -> Encoded:
     """``compress``, also saying what a quality target reached: the file may fall short of
     it when even the last iteration a target may add does not get there."""
@@ -354,6 +357,10 @@ def encode(image: ImageSource, *, iterations: int | None = None, bpp: float | No
     target = Target(iterations, bpp, ms_ssim, psnr)
     rgb, gray = load_image(image, max_pixels)
     height, width = rgb.shape[:2]
+    if padded_pixels(width, height) > max_pixels:  # the networks code whole blocks, and the
+        # decoder counts them: a file this writes decodes under the same limit
+        raise ImageError(f"image of {describe(width, height)} exceeds the limit of "
+                         f"{max_pixels} pixels")
     tile = choose_tile(tile, width, height, SEARCH_TILE_PIXELS if effort else AUTO_TILE_PIXELS)
     loaded = load_model(model)
     coder = resolve(coder)
@@ -431,9 +438,9 @@ def add_filter(data: bytes | str | Path, image: ImageSource, *, model: str | Non
                          f"{header.width}×{header.height}")
     if decoded is not None and (header.gray or decoded.shape != rgb.shape
                                 or decoded.dtype != np.uint8):
-        raise ArgumentError("decoded pixels must be a colour file's, H×W×3 uint8 like the image; "
-                         f"got {decoded.dtype} {decoded.shape} for a "
-                         f"{'grayscale' if header.gray else 'colour'} file")
+        raise ArgumentError("decoded pixels must be a colour file's, H×W×3 uint8 like the "
+                            f"image; got {decoded.dtype} {decoded.shape} for a "
+                            f"{'grayscale' if header.gray else 'colour'} file")
     plain = assemble(header, container.chunks)
     if not filters.applies(header.width, header.height):
         return plain
@@ -443,18 +450,6 @@ def add_filter(data: bytes | str | Path, image: ImageSource, *, model: str | Non
             pass
         decoded = _decode_rgb(loaded, header, maps)
     return _with_filter(plain, header, container.chunks, rgb, decoded, None)[0]
-
-
-def _read_bytes(data: bytes | str | Path) -> bytes:
-    if isinstance(data, bytes | bytearray | memoryview):
-        return bytes(data)
-    path = Path(data)
-    check_readable(path)
-    try:
-        return path.read_bytes()
-    except OSError as e:
-        check_readable(path)  # gone or changed kind since: say so
-        raise InputMissingError(f"cannot read {path}: {e.strerror}") from None
 
 
 def _check_model(header: Header, model: str | None) -> LoadedModel:
@@ -478,13 +473,19 @@ def _check_model(header: Header, model: str | None) -> LoadedModel:
 
 def _open(data: bytes | str | Path, model: str | None, max_pixels: int,
           allow_cut: bool = False) -> tuple[Container, LoadedModel, BitCoder]:
-    """Parse a file and check it against the pixel limit and its model, allocating nothing
-    (``allow_cut``: a file cut inside a chunk gives its complete ones; see format.parse)."""
-    container = parse(_read_bytes(data), allow_cut=allow_cut)
+    """Parse a file and check it against the pixel limit (in whole blocks, as the networks
+    code it), the largest region the networks may run over, and its model, allocating
+    nothing (``allow_cut``: a file cut inside a chunk gives its complete ones; see
+    format.parse)."""
+    container = parse(read_bytes(data), allow_cut=allow_cut)
     header = container.header
-    if header.width * header.height > max_pixels:
-        raise FormatError(f"file declares {header.width}×{header.height} pixels, over the limit "
-                          f"of {max_pixels}")
+    if padded_pixels(header.width, header.height) > max_pixels:
+        raise FormatError(f"file declares {describe(header.width, header.height)}, over the "
+                          f"limit of {max_pixels}")
+    problem = region_overflow(header.width, header.height, header.tile)
+    if problem:  # its networks' memory would grow with the image, not a bounded region
+        raise FormatError(f"file declares {problem}; refused (the encoder codes such images "
+                          "in smaller tiles)")
     if not container.chunks:
         raise FormatError(container.cut or "file holds no iterations")
     coder = coder_name(header.coder)
@@ -515,20 +516,25 @@ def decode_iterations(data: bytes | str | Path, *, model: str | None = None,
     """Yield the decoded image after each iteration stored in the file (progressive decoding;
     the file's filter, if any, applies to the last). ``allow_cut`` as for ``decompress``.
 
-    Every tile's network state is held from one iteration to the next, so memory grows with the
-    image even for tiled files (about 0.5 KB per pixel); ``decompress`` decodes tiled files one
-    tile at a time instead.
+    Every tile's network state is held from one iteration to the next while all tiles' regions
+    together hold at most ``MAX_REGION_PIXELS``. A larger tiled file
+    is decoded afresh, tile by tile as ``decompress`` does, for each iteration: memory stays
+    bounded, and the time grows with the square of the number of iterations.
     """
     container, loaded, bit_coder = _open(data, model, max_pixels, allow_cut)
     h = container.header
     last = _filter(container, len(container.chunks))
     tiles = plan(h.width, h.height, h.tile)
+    held = sum(t.pixels for t in tiles) <= MAX_REGION_PIXELS
     loops: list[Iterator[torch.Tensor]] = []
     for maps in _codes(container, bit_coder):
-        loops = loops or [decode_tile(loaded, tile, maps) for tile in tiles]
-        image = np.empty((h.height, h.width, 3), np.uint8)
-        for tile, loop in zip(tiles, loops):
-            _paste(image, tile, next(loop))
+        if held:
+            loops = loops or [decode_tile(loaded, tile, maps) for tile in tiles]
+            image = np.empty((h.height, h.width, 3), np.uint8)
+            for tile, loop in zip(tiles, loops):
+                _paste(image, tile, next(loop))
+        else:
+            image = _decode_rgb(loaded, h, maps)
         if last is not None and len(maps) == len(container.chunks):
             image = filters.apply(last, image)
         yield to_image(image, h.gray)
@@ -553,7 +559,7 @@ def _decode_rgb(loaded: LoadedModel, header: Header, maps: list[np.ndarray],
 
     # Tiles need only the codes, so they decode in parallel, each on one thread (see
     # network_step): as many at once as the caller's torch threads, pasted in order.
-    with ThreadPoolExecutor(_workers(len(tiles))) as pool:
+    with ThreadPoolExecutor(_workers(tiles)) as pool:
         for tile, recon in zip(tiles, pool.map(final, tiles)):
             _paste(image, tile, recon)
     return image
@@ -574,7 +580,7 @@ def decompress(data: bytes | str | Path, *, iterations: int | None = None,
     container, loaded, bit_coder = _open(data, model, max_pixels, allow_cut)
     n = len(container.chunks) if iterations is None else iterations
     if n > len(container.chunks):
-        raise ArgumentError(f"asked for {n} iterations, but {_holds(container)}")
+        raise ArgumentError(f"asked for {n} iterations, but {holds(container)}")
     last = _filter(container, n)
     maps: list[np.ndarray] = []
     for maps in _codes(container, bit_coder):
@@ -582,72 +588,3 @@ def decompress(data: bytes | str | Path, *, iterations: int | None = None,
             break
     image = _decode_rgb(loaded, container.header, maps, progress)
     return to_image(image if last is None else filters.apply(last, image), container.header.gray)
-
-
-def _holds(container: Container) -> str:
-    """How many iterations a file holds, in words (for errors)."""
-    n = len(container.chunks)
-    noun = "iteration" if n == 1 else "iterations"
-    if container.cut:
-        return f"the file holds {n} complete {noun} ({container.cut})"
-    return f"the file holds {n} {noun}"
-
-
-def truncate(data: bytes | str | Path, *, iterations: int | None = None,
-             bpp: float | None = None, allow_cut: bool = False) -> bytes:
-    """A shorter file holding at most the first ``iterations`` of another, or the most within
-    ``bpp``, without re-encoding (and its filter only if it keeps them all: the filter was
-    fitted to the image after the last). ``allow_cut``: a file cut inside a chunk gives a
-    valid one of its complete iterations instead of a FormatError."""
-    if (iterations is None) == (bpp is None):
-        raise ArgumentError("give exactly one of iterations or bpp")
-    if iterations is not None and iterations < 1:
-        raise ArgumentError("iterations must be at least 1")
-    container = parse(_read_bytes(data), allow_cut=allow_cut)
-    if container.cut and not container.chunks:
-        raise FormatError(container.cut)
-    n = len(container.chunks)
-    if iterations is not None:
-        n = min(n, iterations)
-    else:
-        budget = bpp * container.header.width * container.header.height
-        if container.size_after(n) * 8 > budget:  # the filter goes before any iteration does
-            container = replace(container, filter=None)
-        while n > 1 and container.size_after(n) * 8 > budget:
-            n -= 1
-    return assemble(container.header, container.chunks[:n],
-                    container.filter if n == len(container.chunks) else None)
-
-
-@dataclass(frozen=True)
-class Info:
-    header: Header
-    iterations: int
-    bytes: int
-    bpp_per_iteration: list[float]  # bits per pixel of the file cut after each iteration
-    coders: list[str]  # the entropy coder of each iteration (they differ under "best")
-    filtered: bool  # whether the file holds a filter for the image after its last iteration
-    cut: str | None = None  # where a file cut inside a chunk ends (info's allow_cut)
-
-    def as_dict(self) -> dict[str, object]:
-        h = self.header
-        return {"width": h.width, "height": h.height, "mode": "L" if h.gray else "RGB",
-                "model": h.model, "weights": h.digest.hex(), "coder": coder_name(h.coder),
-                "tile": h.tile,
-                "iterations": self.iterations, "bytes": self.bytes,
-                "bpp": self.bpp_per_iteration[-1] if self.bpp_per_iteration else 0.0,
-                "bpp_per_iteration": self.bpp_per_iteration,
-                "coder_per_iteration": self.coders, "filter": self.filtered,
-                "cut": self.cut}
-
-
-def info(data: bytes | str | Path, *, allow_cut: bool = False) -> Info:
-    """Header fields, iterations present and the bpp after each of them. ``allow_cut``: a file
-    cut inside a chunk reports its complete iterations and where the cut is (``Info.cut``)
-    instead of raising FormatError."""
-    raw = _read_bytes(data)
-    c: Container = parse(raw, allow_cut=allow_cut)
-    pixels = c.header.width * c.header.height
-    bpp = [c.size_after(i + 1) * 8 / pixels for i in range(len(c.chunks))]
-    return Info(c.header, len(c.chunks), len(raw), bpp, chunk_coders(c.header.coder, c.chunks),
-                c.filter is not None, c.cut)

@@ -13,36 +13,15 @@ Images live in [-0.5, 0.5] (pixel / 255 - 0.5); x̂[0] = 0 is mid grey.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 
 import torch
-from pytorch_msssim import ms_ssim as _ms_ssim
+from pytorch_msssim import ms_ssim as pytorch_ms_ssim
 from torch import Tensor, nn
 
 from .cells import CELLS, State
 from .networks import Binarizer, Decoder, Encoder, GainEstimator
-
-FRAMEWORKS = ("one-shot", "additive", "residual-scaling")
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Everything needed to build a model; stored beside its weights."""
-
-    cell: str = "residual-gru"
-    framework: str = "residual-scaling"
-    width: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.cell not in CELLS:
-            raise ValueError(f"unknown cell {self.cell!r}; choose one of {', '.join(CELLS)}")
-        if self.framework not in FRAMEWORKS:
-            raise ValueError(f"unknown framework {self.framework!r}; choose one of {FRAMEWORKS}")
-        if not 0 < self.width <= 4:
-            raise ValueError("width must be in (0, 4]")
-
-    def to_dict(self) -> dict[str, str | float]:
-        return asdict(self)
+from .registry import FRAMEWORKS, ModelConfig  # noqa: F401 (defined torch-free, used from here)
 
 
 @dataclass(frozen=True)
@@ -156,14 +135,34 @@ def residual_loss(image: Tensor, recons: list[Tensor]) -> Tensor:
     return torch.stack([(image - r).abs().mean() for r in recons]).mean()
 
 
-def ms_ssim_loss(image: Tensor, recons: list[Tensor]) -> Tensor:
-    """Mean over iterations of 1 − MS-SSIM (images in [-0.5, 0.5]), the metric the codec is
-    judged by; patches under 161 px get the largest odd window (≤ 11) that four halvings allow.
-    """
+def _ms_ssim(image: Tensor, recons: list[Tensor], each: bool = False) -> Tensor:
+    """MS-SSIM of the reconstructions (images in [-0.5, 0.5]): their mean, or with ``each``
+    every one's (T·N values, iteration-major). Patches under 161 px get the largest odd window
+    (≤ 11) that four halvings allow."""
     side = min(image.shape[-2:])
     win = min(11, (side - 1) // 16 + 1)
     win -= 1 - win % 2
     t = len(recons)
     x = torch.cat(recons) + 0.5
     y = (image + 0.5).repeat(t, 1, 1, 1)
-    return 1 - _ms_ssim(x, y, data_range=1.0, win_size=win)
+    return pytorch_ms_ssim(x, y, data_range=1.0, win_size=win, size_average=not each)
+
+
+def ms_ssim_loss(image: Tensor, recons: list[Tensor]) -> Tensor:
+    """Mean over iterations of 1 − MS-SSIM, the metric the codec is judged by."""
+    return 1 - _ms_ssim(image, recons)
+
+
+def psnr_db_loss(image: Tensor, recons: list[Tensor]) -> Tensor:
+    """Mean over images and iterations of −PSNR in dB (peak 1).
+
+    In dB every iteration counts alike: an L1 or L2 mean is dominated by the first iterations'
+    large residuals, so the late ones, whose residuals are small, learn little.
+    """
+    mse = torch.stack([((image - r) ** 2).flatten(1).mean(1) for r in recons])
+    return 10 * torch.log10(mse.clamp_min(1e-10)).mean()
+
+
+def ms_ssim_db_loss(image: Tensor, recons: list[Tensor]) -> Tensor:
+    """Mean over images and iterations of −MS-SSIM in dB, i.e. 10·log10(1 − MS-SSIM)."""
+    return 10 * torch.log10((1 - _ms_ssim(image, recons, each=True)).clamp_min(1e-10)).mean()

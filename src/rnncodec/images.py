@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 import re
-import stat
 import warnings
 from pathlib import Path
 
@@ -22,12 +21,13 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .defaults import MAX_PIXELS
 from .errors import ImageError, InputMissingError, RnncWarning
+from .files import check_readable
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}  # (LAB's A is a colour, not alpha)
-MAX_PIXELS = 64_000_000  # larger inputs are refused, like Pillow's decompression-bomb guard
 
 ImageSource = Image.Image | np.ndarray | str | Path | bytes
 
@@ -37,24 +37,6 @@ def _check_size(img: Image.Image, max_pixels: int, name: str | None = None) -> N
         where = f" in {name}" if name else ""
         raise ImageError(f"image of {img.width}×{img.height} pixels{where} exceeds the limit of "
                          f"{max_pixels} pixels")
-
-
-def check_readable(path: Path) -> None:
-    """Raise InputMissingError unless ``path`` is a regular file, naming what it is instead: a
-    FIFO or device is refused rather than read, which could block for ever."""
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        raise InputMissingError(f"no such file: {path}") from None
-    except OSError as e:
-        raise InputMissingError(f"cannot read {path}: {e.strerror}") from None
-    if stat.S_ISDIR(mode):
-        raise InputMissingError(f"{path} is a directory, not a file")
-    if not stat.S_ISREG(mode):
-        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else \
-            "a device"
-        raise InputMissingError(f"{path} is {kind}, not a regular file (to read a pipe, give - "
-                                "and redirect it to stdin)")
 
 
 def _bomb_message(name: str, error: Exception, max_pixels: int) -> str:

@@ -32,8 +32,8 @@ KERNEL = 5
 MAX_SHIFT = 12  # weights in steps of 2⁻ˢ, s the largest ≤ 12 that keeps them in int8 (7 or 8 for
 # fitted ones, which stay within ±0.6: steps of 2⁻⁶ cost 0.1 dB of the gain, 2⁻⁷ 0.02, 2⁻⁸ 0.01)
 BIAS_STEP = 1 / 8  # offsets in eighths of a level (int8: up to ±15.9)
-# The fit sees at most a centred 768×768 crop (the L-BFGS steps' autograd holds about 1 KB per
-# pixel), and one filter serves a whole photo
+# The fit, and the judgement whether the filter pays, see at most a centred 768×768 crop (the
+# L-BFGS steps' autograd holds about 1 KB per pixel), and one filter serves a whole photo
 FIT_SIDE = 768
 # How the filter is fitted, in the evaluation's cache key (a new fit re-runs it)
 FIT = "5×5, least squares then L-BFGS 25 on MS-SSIM"
@@ -165,7 +165,10 @@ def fit(original: np.ndarray, decoded: np.ndarray) -> Filter:
 
 
 def gain_db(f: Filter, original: np.ndarray, decoded: np.ndarray) -> tuple[float, float]:
-    """(the filter's MS-SSIM gain in dB, MS-SSIM in dB before it) on the whole image."""
+    """(the filter's MS-SSIM gain in dB, MS-SSIM in dB before it) on the crop ``fit`` sees:
+    the whole image up to ``FIT_SIDE`` on each side, so judging a filter costs no more
+    memory or time on a large photo than on a small one."""
+    original, decoded = _crop(original), _crop(decoded)
     before = ms_ssim_db(ms_ssim(original, decoded))
     return ms_ssim_db(ms_ssim(original, apply(f, decoded))) - before, before
 

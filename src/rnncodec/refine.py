@@ -35,9 +35,8 @@ MS_SSIM_WEIGHT = 3.0  # the shipped model's training objective: L1 + 3 × (1 −
 # instead of −2.6%).
 RATE_WEIGHT = 3.0
 # The search's autograd holds about 4.4 GB per megapixel searched at once (1.7 GB over the plain
-# encode for a Kodak image), so with a search ``tile=None`` tiles images over about 0.5 MP and
-# searches one tile at a time.
-SEARCH_TILE_PIXELS = 1 << 19
+# encode for a Kodak image), so with a search ``tile=None`` tiles images over about 0.5 MP
+# (tiling.SEARCH_TILE_PIXELS) and searches one tile at a time.
 
 
 def signs(soft: Tensor) -> Tensor:

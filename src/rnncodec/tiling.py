@@ -24,17 +24,24 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from .errors import ArgumentError
+
+if TYPE_CHECKING:  # numpy is imported where pixels are placed: the format needs only geometry
+    import numpy as np
 
 BLOCK = 16
 CONTEXT = 2  # blocks of context above and left of each tile (format version 2)
 MIN_TILE = 64
 MAX_TILE = 0xFFF0  # the largest multiple of 16 in the header's 16-bit field
 DEFAULT_TILE = 512
-AUTO_TILE_PIXELS = 1 << 21  # tile=None tiles only images over about 2 megapixels
+# The most pixels, in whole blocks, the networks run over in one region: an untiled image, or
+# one tile with its context. Their memory grows with it, so the encoder never writes a file
+# that needs more and the decoder refuses one that does.
+MAX_REGION_PIXELS = 1 << 21
+AUTO_TILE_PIXELS = MAX_REGION_PIXELS  # tile=None tiles every image that could not run whole
+SEARCH_TILE_PIXELS = 1 << 19  # ... and with the bit search, which needs far more (refine.py)
 SEAM = 4  # pixels before a tile border where the next tile's view is mixed in
 
 
@@ -53,17 +60,53 @@ class Tile:
         return (slice(self.rows[0] * BLOCK, min(self.rows[1] * BLOCK, height)),
                 slice(self.cols[0] * BLOCK, min(self.cols[1] * BLOCK, width)))
 
+    @property
+    def pixels(self) -> int:
+        """Pixels of the region in whole blocks: what the networks run over for this tile."""
+        return (self.rows[1] - self.rows[0]) * (self.cols[1] - self.cols[0]) * BLOCK * BLOCK
+
     def owned(self, height: int, width: int) -> tuple[slice, slice]:
         """Pixel rows and columns of the blocks this tile owns, clipped to the image."""
         return (slice((self.rows[0] + self.top) * BLOCK, min(self.rows[1] * BLOCK, height)),
                 slice((self.cols[0] + self.left) * BLOCK, min(self.cols[1] * BLOCK, width)))
 
 
+def padded(width: int, height: int) -> tuple[int, int]:
+    """Width and height rounded up to whole blocks: the image the networks code."""
+    return -(-width // BLOCK) * BLOCK, -(-height // BLOCK) * BLOCK
+
+
+def padded_pixels(width: int, height: int) -> int:
+    w, h = padded(width, height)
+    return w * h
+
+
+def describe(width: int, height: int) -> str:
+    """``W×H pixels``, and the padded size when it differs (for limit messages)."""
+    w, h = padded(width, height)
+    size = f"{width}×{height} pixels"
+    return size if (w, h) == (width, height) else f"{size} ({w}×{h} in 16-pixel blocks)"
+
+
+def region_overflow(width: int, height: int, tile: int) -> str | None:
+    """None when every region the networks run over holds at most ``MAX_REGION_PIXELS``
+    (untiled: the padded image; tiled: each tile with its context), else what is too large."""
+    largest = max(t.pixels for t in plan(width, height, tile))
+    if largest <= MAX_REGION_PIXELS:
+        return None
+    if not tile:
+        return (f"an untiled image of {describe(width, height)}, more than the "
+                f"{MAX_REGION_PIXELS} pixels the networks run over at once")
+    return (f"a {width}×{height} image in {tile}-pixel tiles, whose regions (context included) "
+            f"reach {largest} pixels, more than the {MAX_REGION_PIXELS} the networks run over "
+            "at once")
+
+
 def check_tile(tile: int) -> None:
     """Raise ArgumentError unless ``tile`` is 0 (whole image) or a valid tile side in pixels."""
     if tile != 0 and not (MIN_TILE <= tile <= MAX_TILE and tile % BLOCK == 0):
         raise ArgumentError(f"tile side must be 0 (no tiling) or a multiple of {BLOCK} from "
-                         f"{MIN_TILE} to {MAX_TILE}, not {tile}")
+                            f"{MIN_TILE} to {MAX_TILE}, not {tile}")
 
 
 def spans(blocks: int, per_tile: int) -> list[tuple[int, int]]:
@@ -99,16 +142,25 @@ def waves(tiles: list[Tile]) -> list[list[Tile]]:
 
 def choose_tile(tile: int | None, width: int, height: int,
                 auto_pixels: int = AUTO_TILE_PIXELS) -> int:
-    """The tile side to code with: None picks ``DEFAULT_TILE`` for images over ``auto_pixels``,
-    else 0; a side that gives a single tile becomes 0 (plain coding)."""
+    """The tile side to code with: None picks ``DEFAULT_TILE`` for images over ``auto_pixels``
+    in whole blocks, else 0; a side that gives a single tile becomes 0 (plain coding).
+
+    Raises ArgumentError for a side whose regions would exceed ``MAX_REGION_PIXELS`` (0 for a
+    larger image, or tiles too large for it), which no decoder would accept.
+    """
     if tile is None:
-        tile = DEFAULT_TILE if width * height > auto_pixels else 0
+        tile = DEFAULT_TILE if padded_pixels(width, height) > auto_pixels else 0
     check_tile(tile)
+    problem = region_overflow(width, height, tile)
+    if problem:
+        raise ArgumentError(f"cannot code {problem}; use smaller tiles (e.g. {DEFAULT_TILE})")
     return tile if tile and len(plan(width, height, tile)) > 1 else 0
 
 
 def _mix(earlier: np.ndarray, later: np.ndarray, eighths: np.ndarray) -> np.ndarray:
     """(earlier · (8 - n) + later · n) / 8 per pixel, rounded half up, in exact integers."""
+    import numpy as np
+
     total = earlier.astype(np.uint16) * (2 * SEAM - eighths) + later * eighths + SEAM
     return (total // (2 * SEAM)).astype(np.uint8)
 
@@ -117,6 +169,8 @@ def place(image: np.ndarray, tile: Tile, view: np.ndarray) -> None:
     """Write a tile's decoded region ``view`` (uint8, clipped to the image) into ``image``: its
     own blocks as they are, and its view of the ``SEAM`` pixels before its top and left borders
     mixed into what the earlier tiles put there. Tiles must be placed in raster order."""
+    import numpy as np
+
     ys, xs = tile.owned(*image.shape[:2])
     ty, tx = tile.top * BLOCK, tile.left * BLOCK
     image[ys, xs] = view[ty:, tx:]

@@ -45,7 +45,15 @@ from .entropy import PRIOR_KEY
 from .entropy.context import fit_prior
 from .entropy.neural import ContextNet, code_length, quantize, training_batch
 from .errors import InputMissingError, ModelError
-from .frameworks import ModelConfig, RNNCompressor, grow, ms_ssim_loss, residual_loss
+from .frameworks import (
+    ModelConfig,
+    RNNCompressor,
+    grow,
+    ms_ssim_db_loss,
+    ms_ssim_loss,
+    psnr_db_loss,
+    residual_loss,
+)
 from .images import list_images, load_image
 from .metrics import ms_ssim_tensor
 from .zoo import load_model, save_weights
@@ -70,7 +78,8 @@ class TrainConfig:
     lr: float = 1e-3
     warmup: int = 0  # steps of linear learning-rate warm-up (large batches need some)
     steps: int = 3000
-    minutes: float = 0.0  # stop after this wall time (0: no limit); the schedule follows it
+    minutes: float = 0.0  # stop after this training time (0: no limit); the schedule follows it
+    checkpoint_minutes: float = 10.0  # also write the checkpoint this often, between validations
     val_every: int = 250
     val_images: int = 48
     val_crop: int = 192  # centre crops for validation (≥ 161 px: five-scale MS-SSIM)
@@ -84,7 +93,11 @@ class TrainConfig:
     init: str = ""  # start from these weights (a name or .safetensors; narrower ones grow)
     bank: int = 0  # cut this many patches on the device once, then draw from them (0: per step)
     binarize: str = "stochastic"  # the paper's random bits, or "sign" as at inference
+    l1: float = 1.0  # weight of the paper's L1 residual loss
     ms_ssim: float = 0.0  # weight of 1 − MS-SSIM beside the L1 loss (0: the paper's L1 alone)
+    psnr_db: float = 0.0  # weight of −PSNR in dB, each iteration alike (``psnr_db_loss``)
+    ms_ssim_db: float = 0.0  # weight of −MS-SSIM in dB, each iteration alike
+    channels_last: bool = False  # NHWC activations: oneDNN's faster layout on CPUs
 
     def __post_init__(self) -> None:
         if self.patch < 16 or self.patch % 16:
@@ -97,8 +110,13 @@ class TrainConfig:
             raise ValueError("hard_patches needs patches drawn per step (bank=0)")
         if self.binarize not in ("stochastic", "sign"):
             raise ValueError("binarize must be 'stochastic' or 'sign'")
-        if self.ms_ssim < 0 or (self.ms_ssim and self.patch < MS_SSIM_MIN_PATCH):
-            raise ValueError(f"ms_ssim must be ≥ 0, and needs patches of at least "
+        if min(self.l1, self.ms_ssim, self.psnr_db, self.ms_ssim_db) < 0:
+            raise ValueError("loss weights (l1, ms_ssim, psnr_db, ms_ssim_db) must be ≥ 0")
+        if not (self.l1 or self.ms_ssim or self.psnr_db or self.ms_ssim_db):
+            raise ValueError("at least one loss weight (l1, ms_ssim, psnr_db, ms_ssim_db) must "
+                             "be positive")
+        if (self.ms_ssim or self.ms_ssim_db) and self.patch < MS_SSIM_MIN_PATCH:
+            raise ValueError(f"ms_ssim and ms_ssim_db need patches of at least "
                              f"{MS_SSIM_MIN_PATCH} px (MS-SSIM downsamples four times)")
         self.model_config()  # a bad cell, framework or width fails here, before data loads
 
@@ -237,11 +255,13 @@ def to_cpu(state: object) -> object:
 
 
 def save_checkpoint(path: Path, model: RNNCompressor, opt: torch.optim.Optimizer, step: int,
-                    cfg: TrainConfig, rng: random.Random) -> None:
+                    cfg: TrainConfig, rng: random.Random, minutes: float = 0.0) -> None:
+    """Write the run's state atomically; ``minutes`` is the training time so far, so that a
+    resumed run's time limit and learning-rate schedule go on where they stopped."""
     tmp = path.with_suffix(".tmp")
     torch.save({"model": to_cpu(model.state_dict()), "opt": to_cpu(opt.state_dict()),
                 "step": step, "config": asdict(cfg), "rng": torch.get_rng_state(),
-                "py_rng": rng.getstate()}, tmp)
+                "py_rng": rng.getstate(), "minutes": minutes}, tmp)
     os.replace(tmp, path)
 
 
@@ -305,18 +325,23 @@ def wrap(model: RNNCompressor, world: int, compiled: bool) -> nn.Module:
     return torch.compile(net) if compiled else net
 
 
+def _layout(cfg: TrainConfig) -> torch.memory_format:
+    return torch.channels_last if cfg.channels_last else torch.contiguous_format
+
+
 def train_step(net: nn.Module, batch: Tensor, cfg: TrainConfig) -> Tensor:
     """Forward (bf16 autocast with ``cfg.amp``) and backward of the loss; the loss.
 
-    The paper's L1 residual loss, plus ``cfg.ms_ssim`` × (1 − MS-SSIM) when asked. The loss is
-    taken outside autocast, on the fp32 reconstructions, so its mean stays exact.
+    A weighted sum of the paper's L1 residual loss, 1 − MS-SSIM, and −PSNR and −MS-SSIM in
+    dB, each a mean over iterations; terms of weight 0 are not computed. The loss is taken
+    outside autocast, on the fp32 reconstructions, so its mean stays exact.
     """
     with torch.autocast(batch.device.type, torch.bfloat16, enabled=cfg.amp):
         recons = net(batch, cfg.iterations, cfg.binarize == "stochastic")
     recons = [r.float() for r in recons]
-    loss = residual_loss(batch, recons)
-    if cfg.ms_ssim:
-        loss = loss + cfg.ms_ssim * ms_ssim_loss(batch, recons)
+    terms = [(cfg.l1, residual_loss), (cfg.ms_ssim, ms_ssim_loss), (cfg.psnr_db, psnr_db_loss),
+             (cfg.ms_ssim_db, ms_ssim_db_loss)]
+    loss = sum(w * fn(batch, recons) for w, fn in terms if w)
     loss.backward()
     return loss
 
@@ -343,6 +368,31 @@ def tensorboard_writer(out: Path) -> SummaryWriter | None:
     return SummaryWriter(str(out / "tensorboard"))
 
 
+def log_validation(model: RNNCompressor, val: Tensor, cfg: TrainConfig, step: int, loss: float,
+                   rate: float, skipped: int, log: io.TextIOWrapper, tb: SummaryWriter | None,
+                   bar: tqdm) -> None:
+    """Validate, then write a log.csv row, a line above the progress bar and TensorBoard
+    scalars."""
+    psnr, ssim = validate(model, val, cfg.iterations)
+    row = ([step, f"{loss:.5f}", f"{rate:.1f}"] + [f"{p:.2f}" for p in psnr]
+           + [f"{v:.4f}" for v in ssim])
+    csv.writer(log).writerow(row)
+    log.flush()
+    shown = sorted({1, 4, 8, cfg.iterations} & set(range(1, len(psnr) + 1)))
+    with bar.external_write_mode():  # the line above the bar, flushed for log files
+        print(f"step {step} loss {loss:.4f} {rate:.0f} patches/s val "
+              + " ".join(f"it{i} {psnr[i - 1]:.2f} dB {ssim[i - 1]:.4f}" for i in shown)
+              + (f" ({skipped} steps skipped: non-finite gradients)" if skipped else ""),
+              flush=True)
+    if tb is not None:
+        tb.add_scalar("loss", loss, step)
+        tb.add_scalar("patches_per_s", rate, step)
+        for i, (p, v) in enumerate(zip(psnr, ssim), 1):
+            tb.add_scalar(f"val_psnr/it{i:02d}", p, step)
+            tb.add_scalar(f"val_ms_ssim/it{i:02d}", v, step)
+        tb.flush()
+
+
 def train(cfg: TrainConfig) -> Path:
     """Run (or resume) training; returns the path of the exported fp16 weights.
 
@@ -362,10 +412,10 @@ def train(cfg: TrainConfig) -> Path:
         raise InputMissingError(f"need photos of at least 128×128 pixels under {cfg.data}")
     side = min([cfg.val_crop] + [min(v.shape[1:]) for v in val_pool]) // 16 * 16  # small photos
     val = center_crops(val_pool, side).to(dev)
-    model = RNNCompressor(cfg.model_config()).to(dev)
+    model = RNNCompressor(cfg.model_config()).to(dev, memory_format=_layout(cfg))
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     out = Path(cfg.out)
-    step, ckpt = 0, out / "checkpoint.pt"
+    step, ckpt, done = 0, out / "checkpoint.pt", 0.0
     if cfg.resume and ckpt.exists():
         state, saved = load_checkpoint(ckpt)
         if saved.config != model.config:
@@ -373,7 +423,7 @@ def train(cfg: TrainConfig) -> Path:
                              "use another --out, or --set resume=false to start over")
         model.load_state_dict(saved.state_dict())
         opt.load_state_dict(state["opt"])
-        step = state["step"]
+        step, done = state["step"], float(state.get("minutes", 0.0))
         torch.set_rng_state(state["rng"])
         rng.setstate(state["py_rng"])
     elif cfg.init:  # e.g. continue the shipped model, or grow it into a wider one
@@ -394,10 +444,13 @@ def train(cfg: TrainConfig) -> Path:
     net, main = wrap(model, world, cfg.compile), rank == 0
     log = open_log(out / "log.csv", cfg.iterations) if main else None
     tb = tensorboard_writer(out) if cfg.tensorboard and main else None
-    start, last_val, last_step, skipped = time.time(), time.time(), step, 0
+    start, last_val, last_step, skipped = time.time() - 60 * done, time.time(), step, 0
+    last_save = time.time()
     # patches/s from the step rate; shown on a terminal only (None), so logs stay clean
     bar = tqdm(total=cfg.steps * cfg.batch * world, initial=step * cfg.batch * world,
                unit="patch", unit_scale=True, disable=None if main else True, leave=False)
+    if main and step == 0 and cfg.init:  # where the run starts, for comparison
+        log_validation(model, val, cfg, 0, float("nan"), 0.0, 0, log, tb, bar)
     model.train()
     while step < cfg.steps:
         elapsed = (time.time() - start) / 60
@@ -413,6 +466,7 @@ def train(cfg: TrainConfig) -> Path:
             group["lr"] = lr * min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else lr
         batch = (bank_batch(bank, cfg.batch) if bank is not None
                  else draw_batch(train_pool, cfg, rng).to(dev, non_blocking=True))
+        batch = batch.contiguous(memory_format=_layout(cfg))
         opt.zero_grad(set_to_none=True)
         loss = train_step(net, batch, cfg)
         if torch.isfinite(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)):
@@ -424,31 +478,17 @@ def train(cfg: TrainConfig) -> Path:
         if step % 10 == 0 and not bar.disable:
             bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
         if main and (step % cfg.val_every == 0 or step == cfg.steps):
-            psnr, ssim = validate(model, val, cfg.iterations)
             rate = world * (step - last_step) * cfg.batch / max(time.time() - last_val, 1e-9)
             last_val, last_step = time.time(), step
-            row = ([step, f"{loss.item():.5f}", f"{rate:.1f}"] + [f"{p:.2f}" for p in psnr]
-                   + [f"{v:.4f}" for v in ssim])
-            csv.writer(log).writerow(row)
-            log.flush()
-            shown = sorted({1, 4, 8, cfg.iterations} & set(range(1, len(psnr) + 1)))
-            with bar.external_write_mode():  # the line above the bar, flushed for log files
-                print(f"step {step} loss {loss.item():.4f} {rate:.0f} patches/s val "
-                      + " ".join(f"it{i} {psnr[i - 1]:.2f} dB {ssim[i - 1]:.4f}" for i in shown)
-                      + (f" ({skipped} steps skipped: non-finite gradients)" if skipped else ""),
-                      flush=True)
-            if tb is not None:
-                tb.add_scalar("loss", loss.item(), step)
-                tb.add_scalar("patches_per_s", rate, step)
-                for i, (p, v) in enumerate(zip(psnr, ssim), 1):
-                    tb.add_scalar(f"val_psnr/it{i:02d}", p, step)
-                    tb.add_scalar(f"val_ms_ssim/it{i:02d}", v, step)
-                tb.flush()
-            save_checkpoint(ckpt, model, opt, step, cfg, rng)
+            log_validation(model, val, cfg, step, loss.item(), rate, skipped, log, tb, bar)
+        if main and (step % cfg.val_every == 0 or step == cfg.steps
+                     or time.time() - last_save > 60 * cfg.checkpoint_minutes):
+            save_checkpoint(ckpt, model, opt, step, cfg, rng, (time.time() - start) / 60)
+            last_save = time.time()
     bar.close()
     weights = out / "model.safetensors"
     if main:
-        save_checkpoint(ckpt, model, opt, step, cfg, rng)
+        save_checkpoint(ckpt, model, opt, step, cfg, rng, (time.time() - start) / 60)
         log.close()
         if tb is not None:
             tb.close()

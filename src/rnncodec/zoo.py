@@ -1,4 +1,4 @@
-"""Registered models: one name, one config, one fp16 safetensors file, in one place.
+"""Registered models (listed in registry.py): one name, one config, one fp16 safetensors file.
 
 A compressed file names its model and carries a hash of its weights, so a file is never decoded
 by a different network. Weights are loaded with safetensors only (no pickle).
@@ -18,29 +18,7 @@ from safetensors.torch import save_file
 
 from .errors import ModelError
 from .frameworks import ModelConfig, RNNCompressor
-
-WEIGHTS_DIR = Path(__file__).parent / "weights"
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str
-    config: ModelConfig
-    description: str
-
-    @property
-    def path(self) -> Path:
-        return WEIGHTS_DIR / f"{self.name}.safetensors"
-
-
-MODELS: dict[str, ModelSpec] = {
-    s.name: s for s in [
-        ModelSpec("rgru-rs-w25", ModelConfig("residual-gru", "residual-scaling", 0.25),
-                  "Residual GRU, residual scaling, width 0.25; CPU + H200 training (see its card)"),
-    ]
-}
-DEFAULT_MODEL = "rgru-rs-w25"
-
+from .registry import DEFAULT_MODEL, MODELS, ModelSpec  # noqa: F401 (the list, torch-free)
 
 TABLE_PREFIX = "entropy."  # tensors for the entropy coders, not the network
 
@@ -66,7 +44,9 @@ def weights_digest(tensors: dict[str, torch.Tensor]) -> bytes:
 def save_weights(model: RNNCompressor, path: Path, name: str | None = None,
                  tables: dict[str, torch.Tensor] | None = None) -> bytes:
     """Write fp16 weights, entropy tables (as given) and the config; returns the digest."""
-    tensors = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
+    # clone, not contiguous(): a channels_last 1×1 kernel counts as contiguous with odd strides
+    tensors = {k: v.detach().to(torch.float16).clone(memory_format=torch.contiguous_format)
+               for k, v in model.state_dict().items()}
     tensors.update({k: v.contiguous() for k, v in (tables or {}).items()})
     meta = {"config": json.dumps(model.config.to_dict()), "name": name or path.stem}
     tmp = path.with_suffix(".tmp")

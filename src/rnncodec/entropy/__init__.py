@@ -9,17 +9,17 @@ weights file (keys starting with ``entropy.``), so the weights hash in a file's 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING, Protocol
 
 from ..errors import ArgumentError, FormatError, ModelError
-from .best import BestCoder, chunk_coder
-from .context import ContextCoder
-from .neural import PREFIX as NEURAL_PREFIX
-from .neural import NeuralCoder
-from .raw import RawCoder
+from .best import chunk_coder
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+# The coders are imported where they are made (``make_coder``): reading a file's names and
+# sizes (``rnncodec info``) needs neither numpy's coders nor torch's.
 
 
 class BitCoder(Protocol):
@@ -33,13 +33,16 @@ class BitCoder(Protocol):
 
 
 PRIOR_KEY = "entropy.context.prior"
-CODER_NAMES = {c.name: c.coder_id for c in (RawCoder, ContextCoder, NeuralCoder, BestCoder)}
+NEURAL_PREFIX = "entropy.neural."  # the keys of the neural coder's tables
+# name → the id written in the header; each coder class carries the same pair
+CODER_NAMES = {"raw": 0, "context": 1, "neural": 2, "best": 3}
+BEST = "best"
 AUTO = "auto"  # what files get unless asked otherwise: the best coder per iteration
-SINGLE = (RawCoder.name, ContextCoder.name, NeuralCoder.name)
+SINGLE = ("raw", "context", "neural")
 
 
 def resolve(name: str) -> str:
-    return BestCoder.name if name == AUTO else name
+    return BEST if name == AUTO else name
 
 
 def ships_neural(tables: Mapping[str, torch.Tensor]) -> bool:
@@ -48,17 +51,27 @@ def ships_neural(tables: Mapping[str, torch.Tensor]) -> bool:
 
 def make_coder(name: str, tables: Mapping[str, torch.Tensor]) -> BitCoder:
     """The coder called ``name``, set up with the model's learned tables (if it has any)."""
-    if name == BestCoder.name:  # all single coders this model can run
+    if name == BEST:  # all single coders this model can run
+        from .best import BestCoder
+
         return BestCoder([make_coder(n, tables) for n in SINGLE
-                          if n != NeuralCoder.name or ships_neural(tables)])
-    if name == RawCoder.name:
+                          if n != "neural" or ships_neural(tables)])
+    if name == "raw":
+        from .raw import RawCoder
+
         return RawCoder()
-    if name == ContextCoder.name:
+    if name == "context":
+        import numpy as np
+
+        from .context import ContextCoder
+
         prior = tables.get(PRIOR_KEY)
         return ContextCoder(None if prior is None else prior.numpy().astype(np.int64))
-    if name == NeuralCoder.name:
+    if name == "neural":
         if not ships_neural(tables):
             raise ModelError("this model ships no neural entropy coder; use --coder context")
+        from .neural import NeuralCoder
+
         return NeuralCoder(tables)
     raise ArgumentError(f"unknown entropy coder {name!r}; choose one of {', '.join(CODER_NAMES)}")
 
@@ -72,6 +85,6 @@ def coder_name(coder_id: int) -> str:
 
 def chunk_coders(coder_id: int, chunks: list[bytes]) -> list[str]:
     """The coder of each chunk: the file's, or for the best coder the one each chunk names."""
-    if coder_id != BestCoder.coder_id:
+    if coder_id != CODER_NAMES[BEST]:
         return [coder_name(coder_id)] * len(chunks)
     return [coder_name(chunk_coder(c)) for c in chunks]

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from ..errors import FormatError
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from . import BitCoder
 
 

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from . import NEURAL_PREFIX as PREFIX
 from .rangecoding import ONE, BitReader, encode_bits
 
 CHANNELS, GROUPS, PHASES = 32, 4, 2
@@ -36,7 +37,6 @@ MAX_T = 15
 LOGIT_STEPS = 8  # output logits are quantized to 1/8
 LOGIT_MAX = 12 * LOGIT_STEPS
 SHIFT = 16  # fixed-point bits of the rescaling multipliers
-PREFIX = "entropy.neural."
 
 
 def parity(h: int, w: int) -> Tensor:

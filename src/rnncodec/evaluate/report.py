@@ -15,6 +15,12 @@ BD-rate: the ``bjontegaard`` package's ``bd_rate`` (PCHIP interpolation of log r
 quality range both point sets cover) of each codec against JPEG 4:2:0, MS-SSIM in dB; points
 that do not improve on a lower-rate point are dropped first, as the method needs a monotone
 curve. Negative means fewer bits than JPEG 4:2:0 for the same quality.
+
+BD-rate over a fixed interval: the same log-rate difference (PCHIP), averaged over a quality
+interval fixed per metric (``Metric.interval``: MS-SSIM 0.93–0.99, PSNR 26–33 dB, PSNR-HVS
+26–37 dB, where JPEG 4:2:0 spans about 0.25–1.6 bpp) instead of over the overlap of the two
+curves, which hides a curve that stops rising. Where a curve does not reach across the whole
+interval, the part both reach is used and named.
 """
 
 from __future__ import annotations
@@ -48,14 +54,16 @@ class Metric:
     key: str  # the Point field
     label: str
     decibels: bool = False  # plotted and BD-rated as −10·log10(1 − value)
+    interval: tuple[float, float] = (0.0, 0.0)  # the fixed BD-rate interval, in raw values
 
     def scale(self, values: np.ndarray) -> np.ndarray:
         return np.array([ms_ssim_db(v) for v in values]) if self.decibels else values
 
 
-METRICS = (Metric("ms_ssim", "MS-SSIM", decibels=True),
-           Metric("ms_ssim_luma", "MS-SSIM luma", decibels=True),
-           Metric("psnr", "PSNR"), Metric("psnr_hvs", "PSNR-HVS luma"))
+METRICS = (Metric("ms_ssim", "MS-SSIM", decibels=True, interval=(0.93, 0.99)),
+           Metric("ms_ssim_luma", "MS-SSIM luma", decibels=True, interval=(0.93, 0.99)),
+           Metric("psnr", "PSNR", interval=(26.0, 33.0)),
+           Metric("psnr_hvs", "PSNR-HVS luma", interval=(26.0, 37.0)))
 
 
 def image_curves(points: Sequence[Point], codec: str, key: str) -> dict[str, Curve]:
@@ -145,6 +153,25 @@ def bd_rate(points: Sequence[Point], codec: str, metric: Metric, anchor: str = A
     with warnings.catch_warnings():  # it warns on small overlap, and gives NaN on none
         warnings.simplefilter("ignore")
         return float(_bd_rate(ra, qa, rt, qt, method="pchip", require_matching_points=False))
+
+
+def bd_rate_in(points: Sequence[Point], codec: str, metric: Metric, anchor: str = ANCHOR
+               ) -> tuple[float, float, float]:
+    """BD-rate (%) of ``codec`` against ``anchor`` over ``metric.interval``, as far as both
+    curves reach into it: (rate, lo, hi) with the interval used on the display scale (dB for
+    MS-SSIM); NaN when the curves share none of it."""
+    from scipy.interpolate import PchipInterpolator
+
+    lo, hi = metric_interval(metric)
+    curves = [_increasing(rd_points(points, c, metric)) for c in (anchor, codec)]
+    if any(len(q) < 2 for _, q in curves):
+        return math.nan, lo, hi
+    lo, hi = max([lo] + [q[0] for _, q in curves]), min([hi] + [q[-1] for _, q in curves])
+    if lo >= hi:
+        return math.nan, lo, hi
+    fa, ft = (PchipInterpolator(q, np.log10(r)) for r, q in curves)
+    mean = (ft.integrate(lo, hi) - fa.integrate(lo, hi)) / (hi - lo)
+    return float(100 * (10 ** mean - 1)), float(lo), float(hi)
 
 
 def equal_quality_rates(points: Sequence[Point], codec: str, metric: Metric = METRICS[0],
@@ -243,8 +270,39 @@ def _summary_tables(results: Results) -> list[str]:
               "(`bjontegaard` package), MS-SSIM in dB; – where the quality ranges do not "
               "overlap."), "",
              *md_table(header, [[c.label, *(_fmt(bd_rate(pts, c.name, m), 1) for m in METRICS)]
-                                for c in results.codecs if c.name != ANCHOR])]
+                                for c in results.codecs if c.name != ANCHOR]),
+             *_fixed_bd_table(results)]
     return lines
+
+
+def _fixed_bd_table(results: Results) -> list[str]:
+    def span(m: Metric) -> str:
+        lo, hi = m.interval
+        return f"{lo:g}–{hi:g}" + (" dB" if not m.decibels else "")
+
+    def cell(codec: str, m: Metric) -> str:
+        rate, lo, hi = bd_rate_in(results.points, codec, m)
+        full = metric_interval(m)
+        if math.isnan(rate) or (lo, hi) == full:
+            return _fmt(rate, 1)
+        if m.decibels:  # named in the header's raw units
+            return f"{_fmt(rate, 1)} ({_fmt(1 - 10 ** (-lo / 10), 4)}–" \
+                   f"{_fmt(1 - 10 ** (-hi / 10), 4)} only)"
+        return f"{_fmt(rate, 1)} ({_fmt(lo, 1)}–{_fmt(hi, 1)} dB only)"
+
+    return [f"## BD-rate against {_label(results, ANCHOR)} over fixed quality intervals (%)", "",
+            ("As above, over the same quality interval for every codec (MS-SSIM in dB), so a "
+             "curve that stops rising inside it cannot hide; where a curve falls short, the "
+             "part both curves reach is named."), "",
+            *md_table(["codec", *(f"{m.label} {span(m)}" for m in METRICS)],
+                      [[c.label, *(cell(c.name, m) for m in METRICS)]
+                       for c in results.codecs if c.name != ANCHOR])]
+
+
+def metric_interval(metric: Metric) -> tuple[float, float]:
+    """``metric.interval`` on the display scale (dB for MS-SSIM)."""
+    lo, hi = metric.scale(np.array(metric.interval))
+    return float(lo), float(hi)
 
 
 def _speed_table(results: Results) -> list[str]:

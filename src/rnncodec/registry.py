@@ -1,0 +1,54 @@
+"""The registered models and how each is built: names and numbers only, no torch.
+
+``zoo`` loads and builds the networks; this module is what the command line needs to list the
+models and show its defaults, so ``rnncodec models`` and ``--help`` start without torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+CELL_NAMES = ("lstm", "assoc-lstm", "gru", "residual-gru")  # cells.CELLS, in that order
+FRAMEWORKS = ("one-shot", "additive", "residual-scaling")
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to build a model; stored beside its weights."""
+
+    cell: str = "residual-gru"
+    framework: str = "residual-scaling"
+    width: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.cell not in CELL_NAMES:
+            raise ValueError(f"unknown cell {self.cell!r}; choose one of {', '.join(CELL_NAMES)}")
+        if self.framework not in FRAMEWORKS:
+            raise ValueError(f"unknown framework {self.framework!r}; choose one of {FRAMEWORKS}")
+        if not 0 < self.width <= 4:
+            raise ValueError("width must be in (0, 4]")
+
+    def to_dict(self) -> dict[str, str | float]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    config: ModelConfig
+    description: str
+
+    @property
+    def path(self) -> Path:
+        return WEIGHTS_DIR / f"{self.name}.safetensors"
+
+
+MODELS: dict[str, ModelSpec] = {
+    s.name: s for s in [
+        ModelSpec("rgru-rs-w25", ModelConfig("residual-gru", "residual-scaling", 0.25),
+                  "Residual GRU, residual scaling, width 0.25; CPU + H200 training (see its card)"),
+    ]
+}
+DEFAULT_MODEL = "rgru-rs-w25"
