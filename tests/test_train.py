@@ -674,3 +674,44 @@ def test_progress_bar_stays_out_of_logs(photos: Path, tmp_path: Path,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     train(_config(photos, tmp_path / "quiet", steps=2))
     assert "patch/s" not in capsys.readouterr().err
+
+
+def test_block_stops_stop_good_blocks_for_the_chosen_fraction_only() -> None:
+    from rnncodec.train import block_stops
+
+    image = torch.rand(4, 3, 32, 32) - 0.5
+    torch.manual_seed(0)
+    assert block_stops(0.0)(image, image, None).all()  # uniform images: no block stops
+    stopped = block_stops(1.0)(image, image, None)  # a perfect reconstruction: all stop
+    assert not stopped.any() and stopped.shape == (4, 1, 2, 2)
+    noisy = image + 0.3 * torch.randn_like(image)
+    assert block_stops(1.0)(image, noisy, None).all()  # far below every threshold
+
+
+def test_block_stops_draw_thresholds_once_per_forward() -> None:
+    """Later iterations of one forward keep the first one's thresholds, so a block's fate
+    depends on its quality alone."""
+    from rnncodec.adaptive import TRAIN_STOP_DB
+    from rnncodec.train import block_stops
+
+    image = torch.rand(64, 3, 16, 16, generator=torch.Generator().manual_seed(0)) - 0.5
+    noise = torch.randn(64, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    recon = image + torch.logspace(-3, -0.5, 64).view(64, 1, 1, 1) * noise  # ~30 dB to ~0 dB
+    stops = block_stops(1.0)
+    first = stops(image, recon, None)
+    assert 0 < int(first.sum()) < 64  # thresholds spread over TRAIN_STOP_DB
+    again = stops(image, recon, torch.ones_like(first))
+    assert torch.equal(first, again)
+    assert TRAIN_STOP_DB[0] < TRAIN_STOP_DB[1]
+
+
+def test_train_step_with_stops_runs_and_validates_its_fraction() -> None:
+    from conftest import build_tiny
+
+    net = build_tiny().train()
+    batch = torch.rand(2, 3, 32, 32) - 0.5
+    loss = train_step(net, batch, TrainConfig(iterations=3, binarize="sign", stops=1.0))
+    assert torch.isfinite(loss)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
+    with pytest.raises(ValueError, match="stops must be in"):
+        TrainConfig(stops=1.5)

@@ -13,15 +13,20 @@ Images live in [-0.5, 0.5] (pixel / 255 - 0.5); x̂[0] = 0 is mid grey.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import torch
 from pytorch_msssim import ms_ssim as pytorch_ms_ssim
 from torch import Tensor, nn
 
+from .adaptive import mask_bits
 from .cells import CELLS, State
 from .networks import Binarizer, Decoder, Encoder, GainEstimator
 from .registry import FRAMEWORKS, ModelConfig  # noqa: F401 (defined torch-free, used from here)
+
+# (image, reconstruction, blocks active so far or None) → blocks active from the next iteration
+Stops = Callable[[Tensor, Tensor, "Tensor | None"], Tensor]
 
 
 @dataclass(frozen=True)
@@ -83,16 +88,22 @@ class RNNCompressor(nn.Module):
             recon = state.recon + (out if g is None else out / g)
         return replace(state, recon=recon, dec=dec)
 
-    def forward(self, image: Tensor, iterations: int,
-                stochastic: bool | None = None) -> list[Tensor]:
+    def forward(self, image: Tensor, iterations: int, stochastic: bool | None = None,
+                stops: Stops | None = None) -> list[Tensor]:
         """Reconstructions after each iteration (training path; stochastic bits in train mode
-        unless ``stochastic`` says otherwise)."""
+        unless ``stochastic`` says otherwise). With ``stops``, blocks stop as an adaptive
+        encoder stops them: after each iteration ``stops(image, recon, active)`` gives the
+        blocks still active (N×1×H/16×W/16 bool, None: all), and the decoder reads zeros for
+        the others' bits (adaptive.py)."""
         state = self.initial_state(image)
         recons = []
+        active = None
         for _ in range(iterations):
             bits, state = self.encode_step(image, state, stochastic)
-            state = self.decode_step(bits, state)
+            state = self.decode_step(mask_bits(bits, active), state)
             recons.append(state.recon)
+            if stops is not None:
+                active = stops(image, state.recon.detach(), active)
         return recons
 
 

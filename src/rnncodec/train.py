@@ -9,8 +9,10 @@ logs beside log.csv (``pip install rnncodec[train]``), ``bank`` cuts patches on 
 instead of on the CPU per step; ``binarize=sign`` trains on the bits that coding uses instead
 of the paper's random ones, a ``patch`` of 64 or 128 px instead of the paper's 32 shows the
 networks the context they have in whole images, and ``ms_ssim`` adds 1 − MS-SSIM, the metric
-the codec is judged by, to the paper's L1 loss. ``init`` starts from trained weights, those of a
-narrower model too: they grow into the run's width (``frameworks.grow``), computing the same.
+the codec is judged by, to the paper's L1 loss; ``stops`` codes a fraction of the images with
+adaptive block stops, so that the decoder learns to read the zeros of stopped blocks.
+``init`` starts from trained weights, those of a narrower model too: they grow into the run's
+width (``frameworks.grow``), computing the same.
 Several GPUs train data-parallel (DDP) under torchrun; each rank draws ``batch`` patches, so the
 effective batch is ``batch`` × ranks::
 
@@ -40,6 +42,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from .adaptive import TRAIN_STOP_DB, block_quality, still_active
 from .codec import iterate_codes
 from .entropy import PRIOR_KEY
 from .entropy.context import fit_prior
@@ -48,6 +51,7 @@ from .errors import InputMissingError, ModelError
 from .frameworks import (
     ModelConfig,
     RNNCompressor,
+    Stops,
     grow,
     ms_ssim_db_loss,
     ms_ssim_loss,
@@ -98,12 +102,15 @@ class TrainConfig:
     psnr_db: float = 0.0  # weight of −PSNR in dB, each iteration alike (``psnr_db_loss``)
     ms_ssim_db: float = 0.0  # weight of −MS-SSIM in dB, each iteration alike
     channels_last: bool = False  # NHWC activations: oneDNN's faster layout on CPUs
+    stops: float = 0.0  # fraction of images coded with adaptive block stops (``block_stops``)
 
     def __post_init__(self) -> None:
         if self.patch < 16 or self.patch % 16:
             raise ValueError("patch must be a multiple of 16 (the networks code 16×16 blocks)")
         if min(self.batch, self.iterations, self.val_every) < 1:
             raise ValueError("batch, iterations and val_every must be at least 1")
+        if not 0 <= self.stops <= 1:
+            raise ValueError("stops must be in [0, 1] (the fraction of images with block stops)")
         if not 0 <= self.hard_patches <= 1:
             raise ValueError("hard_patches must be in [0, 1] (the fraction of patches kept)")
         if self.bank and self.hard_patches:
@@ -329,6 +336,26 @@ def _layout(cfg: TrainConfig) -> torch.memory_format:
     return torch.channels_last if cfg.channels_last else torch.contiguous_format
 
 
+def block_stops(fraction: float) -> Stops:
+    """Stops as an adaptive encoder makes them (adaptive.py), for about ``fraction`` of the
+    images, the others coded uniformly: each image draws a threshold in ``TRAIN_STOP_DB`` per
+    forward, and a block stops once its SSIM quality reaches it. The decoder thus learns to
+    read zeros where an encoder stops, and to go on improving the blocks around them."""
+    thresholds = torch.empty(0)
+
+    def stops(image: Tensor, recon: Tensor, active: Tensor | None) -> Tensor:
+        nonlocal thresholds
+        if active is None:  # the first iteration of a forward: draw this batch's thresholds
+            n = image.shape[0]
+            thresholds = torch.empty(n, 1, 1, 1, device=image.device).uniform_(*TRAIN_STOP_DB)
+            uniform = torch.rand(n, 1, 1, 1, device=image.device) >= fraction
+            thresholds[uniform] = math.inf
+        with torch.no_grad():
+            return still_active(active, block_quality(image, recon.float()), thresholds)
+
+    return stops
+
+
 def train_step(net: nn.Module, batch: Tensor, cfg: TrainConfig) -> Tensor:
     """Forward (bf16 autocast with ``cfg.amp``) and backward of the loss; the loss.
 
@@ -337,7 +364,8 @@ def train_step(net: nn.Module, batch: Tensor, cfg: TrainConfig) -> Tensor:
     outside autocast, on the fp32 reconstructions, so its mean stays exact.
     """
     with torch.autocast(batch.device.type, torch.bfloat16, enabled=cfg.amp):
-        recons = net(batch, cfg.iterations, cfg.binarize == "stochastic")
+        recons = net(batch, cfg.iterations, cfg.binarize == "stochastic",
+                     block_stops(cfg.stops) if cfg.stops else None)
     recons = [r.float() for r in recons]
     terms = [(cfg.l1, residual_loss), (cfg.ms_ssim, ms_ssim_loss), (cfg.psnr_db, psnr_db_loss),
              (cfg.ms_ssim_db, ms_ssim_db_loss)]

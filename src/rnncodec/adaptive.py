@@ -1,0 +1,80 @@
+"""Spatially adaptive bit rates: which 16×16 blocks stop receiving codes.
+
+Every iteration spends 32 bits on every block, flat sky as much as foliage. With adaptive
+rates (Johnston et al., CVPR 2018) a block stops once its reconstruction reaches a target
+quality; the decoder then gets zeros for its bits, a value halfway between the two codes
+(−1, +1) that carries no information. The quality of a block is measured in dB so that one
+threshold means the same at every iteration:
+
+- ``ssim``: −10·log10(1 − SSIM), SSIM's map (Gaussian window, σ 1.5, as in MS-SSIM's first
+  scale) averaged over the block: MS-SSIM forgives errors in busy texture, and so does this;
+- ``psnr``: the block's PSNR (peak 1), for PSNR targets.
+
+Training (``train.py``'s ``stops``) draws a threshold per image so that the decoder learns to
+read zeros wherever an encoder would stop.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+BLOCK = 16  # pixels per side of the blocks that one position of the code map describes
+MEASURES = ("ssim", "psnr")
+_C1, _C2 = 0.01**2, 0.03**2  # SSIM's stabilisers for a dynamic range of 1
+_WINDOW, _SIGMA = 11, 1.5
+# thresholds training draws from (ssim measure, dB): from a first look at where an encoder
+# stops blocks, 1 − SSIM between 0.25 and 0.025
+TRAIN_STOP_DB = (6.0, 16.0)
+
+
+def _gaussian(x: Tensor) -> Tensor:
+    """Separable Gaussian blur per channel, edges replicated (the map keeps the image's size)."""
+    half = _WINDOW // 2
+    g = torch.exp(-((torch.arange(_WINDOW, dtype=x.dtype, device=x.device) - half) ** 2)
+                  / (2 * _SIGMA**2))
+    g = g / g.sum()
+    c = x.shape[1]
+    x = F.pad(x, (half, half, half, half), mode="replicate")
+    x = F.conv2d(x, g.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(x, g.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def ssim_map(x: Tensor, y: Tensor) -> Tensor:
+    """SSIM at each pixel of two N×C×H×W batches with values in [-0.5, 0.5], averaged over
+    channels: N×1×H×W."""
+    mx, my = _gaussian(x), _gaussian(y)
+    sxx = _gaussian(x * x) - mx * mx
+    syy = _gaussian(y * y) - my * my
+    sxy = _gaussian(x * y) - mx * my
+    # the means are shifted by the −0.5 offset of the images: luminance is compared in [0, 1]
+    lx, ly = mx + 0.5, my + 0.5
+    luminance = (2 * lx * ly + _C1) / (lx * lx + ly * ly + _C1)
+    structure = (2 * sxy + _C2) / (sxx + syy + _C2)
+    return (luminance * structure).mean(1, keepdim=True)
+
+
+def block_quality(image: Tensor, recon: Tensor, measure: str = "ssim") -> Tensor:
+    """Each block's quality in dB (higher is better): N×1×H/16×W/16 for N×3×H×W images in
+    [-0.5, 0.5] whose sides are multiples of 16."""
+    if measure == "ssim":
+        error = 1 - F.avg_pool2d(ssim_map(image, recon), BLOCK)
+    elif measure == "psnr":
+        error = F.avg_pool2d(((image - recon) ** 2).mean(1, keepdim=True), BLOCK)
+    else:
+        raise ValueError(f"measure must be one of {', '.join(MEASURES)}, not {measure!r}")
+    return -10 * torch.log10(error.clamp_min(1e-10))
+
+
+def still_active(active: Tensor | None, quality: Tensor, threshold: Tensor | float) -> Tensor:
+    """Blocks that go on after this iteration: active ones (all, for None) whose quality is
+    below ``threshold`` (a number, or one per image: N×1×1×1). A stopped block never restarts:
+    the file sends a map of the active blocks only."""
+    go_on = quality < threshold
+    return go_on if active is None else active & go_on
+
+
+def mask_bits(bits: Tensor, active: Tensor | None) -> Tensor:
+    """This iteration's bits with the stopped blocks' set to 0, as the decoder reads them."""
+    return bits if active is None else bits * active.to(bits.dtype)
