@@ -1,0 +1,122 @@
+"""The benchmark scripts on tiny inputs: the structure of their tables and JSON, not figures.
+
+``benchmarks/speed_memory.py`` is a script, not a package module, so it is loaded from its file.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from PIL import AvifImagePlugin
+
+from rnncodec.evaluate.codecs import CodecUnavailable
+from rnncodec.evaluate.results import read_json
+from rnncodec.zoo import DEFAULT_MODEL
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _script(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", BENCHMARKS / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def speed() -> ModuleType:
+    return _script("speed_memory")
+
+
+@pytest.fixture
+def avif_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``measure_case`` sets Pillow's AVIF decoder threads for its process; restore them."""
+    monkeypatch.setattr(AvifImagePlugin, "DEFAULT_MAX_THREADS",
+                        AvifImagePlugin.DEFAULT_MAX_THREADS)
+
+
+def _case(speed: ModuleType, codec: str, iterations: list[int], repeats: int) -> dict[str, Any]:
+    return speed.measure_case({"image": "generated:64x64", "crop": None, "codec": codec,
+                               "model": DEFAULT_MODEL, "iterations": iterations, "threads": 1,
+                               "repeats": repeats})
+
+
+def test_speed_memory_cases_table_and_json(speed: ModuleType, avif_threads: None,
+                                           tmp_path: Path) -> None:
+    got = speed.Collected.empty()
+    jpeg = _case(speed, "jpeg-420", [1], repeats=2)
+    assert jpeg["codec"]["name"] == "jpeg-420@threads1"
+    assert [p["setting"] for p in jpeg["points"]] == [speed.QUALITY["jpeg-420"]]
+    assert len(jpeg["samples"][0]["encode_s"]) == 2  # one per repeat; the point is the median
+    model = _case(speed, "model", [1, 2], repeats=1)
+    assert model["codec"]["name"].startswith("rnncodec:") and \
+        model["codec"]["name"].endswith("@threads1")
+    first, second = model["points"]
+    assert (first["setting"], second["setting"]) == (1, 2) and first["bytes"] < second["bytes"]
+    assert all(p["encode_s"] > 0 and p["decode_s"] > 0 for p in model["points"])
+    got.add(model)
+    got.add(jpeg)
+
+    text = speed.table(got.points, {c.name: c.label for c in got.infos.values()})
+    assert text.splitlines()[0].startswith("| image | codec | threads |")
+    assert len(text.strip().splitlines()) == 2 + 3
+    assert "1.00×" in text  # JPEG against itself
+
+    targets = speed.check_targets(got.points, [], "generated:64x64")
+    assert [t["step"] for t in targets] == ["compress", "decompress", "help", "decode"]
+    assert all(t["met"] is None for t in targets)  # no CLI run, no 8-iteration point
+    assert "not measured" in speed.targets_table(targets)
+
+    out = tmp_path / "speed.json"
+    results = speed.Results("test", "now", "generated:64x64", {}, list(got.infos.values()),
+                            got.points)
+    speed.write_results(results, {"samples": got.samples, "cli": [], "targets": targets}, out)
+    assert len(read_json(out).points) == 3  # still a results file
+    doc = json.loads(out.read_text())
+    assert len(doc["samples"]) == 3 and doc["targets"][0]["limit_s"] == 5.0
+
+
+def test_speed_memory_reports_unavailable_codecs(speed: ModuleType,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    def missing(name: str, threads: int) -> None:
+        raise CodecUnavailable(f"no {name} here")
+
+    monkeypatch.setattr(speed, "standard_codec", missing)
+    got = speed.run_cases(["generated:64x64"], None, ["avif"], DEFAULT_MODEL, [1], [1], 1,
+                          None, False, lambda _: None)
+    assert got.unavailable == {"avif": "no avif here"} and got.points == []
+
+
+def test_speed_memory_cli_steps_are_what_a_user_types(speed: ModuleType, tmp_path: Path) -> None:
+    steps = speed.cli_steps(tmp_path / "kodim23.png", 8)
+    assert [s.args for s in steps] == [["--help"], ["compress", "-n", "8", "kodim23.png"],
+                                       ["decompress", "kodim23.rnnc"]]
+    assert steps[2].cwd != steps[1].cwd  # the decoded PNG must not meet the input
+
+
+@pytest.mark.slow
+def test_speed_memory_script_end_to_end(tmp_path: Path) -> None:
+    """The whole script, workers and the timed command included, on a tiny generated image."""
+    out = tmp_path / "speed.json"
+    r = subprocess.run([sys.executable, str(BENCHMARKS / "speed_memory.py"), "--image",
+                        str(tmp_path / "missing.png"), "--size", "64x64", "--iterations", "1",
+                        "--repeats", "1", "--threads", "1", "--codecs", "jpeg-420",
+                        "--cli-iterations", "1", "--out", str(out)],
+                       capture_output=True, text=True, timeout=600, check=False)
+    assert r.returncode == 0, r.stderr
+    assert "| `rnncodec --help` |" in r.stdout
+    doc = json.loads(out.read_text())
+    assert [c["name"].split("@")[1] for c in doc["codecs"]] == ["threads1", "threads1"]
+    assert [row["step"] for row in doc["cli"]] == ["help", "compress", "decompress"]
+    assert all(row["seconds"] > 0 for row in doc["cli"])
+    assert doc["run"]["repeats"] == 1 and len(doc["targets"]) == 4
+    assert doc["points"][0]["width"] == 64
