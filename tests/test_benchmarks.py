@@ -1,6 +1,7 @@
 """The benchmark scripts on tiny inputs: the structure of their tables and JSON, not figures.
 
-``benchmarks/speed_memory.py`` is a script, not a package module, so it is loaded from its file.
+``benchmarks/speed_memory.py`` and ``benchmarks/network_speed.py`` are scripts, not package
+modules, so they are loaded from their files.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from PIL import AvifImagePlugin
 
 from rnncodec.evaluate.codecs import CodecUnavailable
 from rnncodec.evaluate.results import read_json
-from rnncodec.zoo import DEFAULT_MODEL
+from rnncodec.zoo import DEFAULT_MODEL, load_model
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -35,6 +36,11 @@ def _script(name: str) -> ModuleType:
 @pytest.fixture(scope="module")
 def speed() -> ModuleType:
     return _script("speed_memory")
+
+
+@pytest.fixture(scope="module")
+def network() -> ModuleType:
+    return _script("network_speed")
 
 
 @pytest.fixture
@@ -101,6 +107,47 @@ def test_speed_memory_cli_steps_are_what_a_user_types(speed: ModuleType, tmp_pat
     assert [s.args for s in steps] == [["--help"], ["compress", "-n", "8", "kodim23.png"],
                                        ["decompress", "kodim23.rnnc"]]
     assert steps[2].cwd != steps[1].cwd  # the decoded PNG must not meet the input
+
+
+def test_network_speed_rows_table_and_json(network: ModuleType, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    real = network.make_variant
+
+    def no_bf16(name: str, net: Any) -> Any:
+        if "bf16" in name:
+            raise RuntimeError("no bf16 here")
+        return real(name, net)
+
+    monkeypatch.setattr(network, "make_variant", no_bf16)
+    rgb = network.generated(64, 48)
+    rows = network.run_variants(load_model(DEFAULT_MODEL).net, rgb,
+                                ["channels_last", "bf16"], [1], iterations=1, repeats=1)
+    base, layout, bf16 = rows
+    assert (base.variant, layout.variant, bf16.variant) == ("fp32", "channels_last", "bf16")
+    assert base.iteration_vs_fp32 == 1.0 and base.bits_identical and base.max_abs_diff == 0
+    assert layout.encoder_step_s > 0 and layout.bits_total == 32 * 3 * 4
+    assert bf16.skipped == "RuntimeError: no bf16 here" and bf16.encoder_step_s is None
+    text = network.table(rows)
+    assert len(text.strip().splitlines()) == 2 + 3 and "skipped" in text
+
+    out = tmp_path / "net.json"
+    network.write_json(rows, {"model": "m"}, out)
+    doc = json.loads(out.read_text())
+    assert doc["model"] == "m" and doc["variants"][0]["psnr_db"] != "nan"
+    assert set(doc["variants"][0]) >= {"encoder_step_s", "decoder_step_s", "bits_identical",
+                                       "max_abs_diff", "psnr_change_db", "samples"}
+
+
+def test_network_speed_main_on_a_generated_image(network: ModuleType, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "net.json"
+    network.main(["--image", str(tmp_path / "missing.png"), "--size", "64x64", "--iterations",
+                  "1", "--repeats", "1", "--threads", "1", "--variants", "fp32", "--out",
+                  str(out)])
+    assert "| fp32 | 1 |" in capsys.readouterr().out
+    doc = json.loads(out.read_text())
+    assert doc["image"] == "generated:64x64" and doc["width"] == 64
+    assert [v["variant"] for v in doc["variants"]] == ["fp32"]
 
 
 @pytest.mark.slow
