@@ -317,12 +317,10 @@ def compress(image: ImageSource, *, iterations: int | None = None, bpp: float | 
     pixels (3 bytes per pixel per iteration).
 
     ``effort``: how many of the first iterations search for better bits than the encoder's
-    (refine.py), 0 (default) for none. The gain is largest at the lowest rates: on Kodak
-    ``effort=2`` raised MS-SSIM by 0.009 after 1 iteration and 0.003 after 2 for 1.1% and 0.9%
-    more bytes, and encoded 2 iterations in 34 s instead of 1.2 s; ``effort=8`` added 0.0004
-    after 8 iterations (0.0002 more than ``effort=2``) and took 134 s instead of 4. The files
-    decode as any other. With a search, ``tile=None`` tiles images over about 0.5 megapixels,
-    for memory.
+    (refine.py), 0 (default) for none. The search gains most at the lowest rates, where each
+    bit carries most, and every searched iteration costs many plain ones in encoding time; the
+    files decode as any other. With a search, ``tile=None`` tiles images over
+    ``tiling.SEARCH_TILE_PIXELS`` instead, since the search needs far more memory per pixel.
 
     ``postfilter``: fit a filter to the image after the last iteration and send it along when
     it is worth its bytes (postfilter.py); it costs about 240 bytes, an encode-time fit on a

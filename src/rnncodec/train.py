@@ -142,7 +142,7 @@ def split_photos(paths: list[Path], root: str | Path, n_val: int) -> tuple[list[
 
 
 def load_pool(paths: list[Path], min_side: int = 128) -> list[Tensor]:
-    """Decode every photo once into uint8 3×H×W tensors (1,500 photos are under 1 GB).
+    """Decode every photo once into uint8 3×H×W tensors (a training set fits in memory so).
 
     Photos smaller than ``min_side`` (a few thumbnails in ImageNet samples) are skipped; a file
     that does not decode stops the run with an ImageError naming it (before any step is taken).

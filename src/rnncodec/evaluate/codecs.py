@@ -203,8 +203,8 @@ def behaviour(model: str, effort: int, postfilter: bool) -> tuple[bytes, str]:
     of the whole probe, two iterations (entropy coders and format); and, with ``postfilter``,
     the filter fitted to that file's image, whether or not it would pay. It is in the cache key,
     so a change to any of these re-runs the points although the weights and options stay the
-    same: stop 24's encoder fix moved the reconstruction by 1e-7 (floats of the 64×64 corner)
-    and changed bits of 19 Kodak files, but no file of a probe this small.
+    same. The reconstruction's floats are in it because a change in the encoder's arithmetic
+    can move a large image's bits while leaving every file of a probe this small as it was.
     """
     card = probe_image()
     digest = hashlib.sha256()
