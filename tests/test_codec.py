@@ -14,7 +14,7 @@ from conftest import build_tiny, gradient_image
 from PIL import Image
 
 import rnncodec
-from rnncodec import codec, tiling, zoo
+from rnncodec import codec, engine, tiling, zoo
 from rnncodec.codec import DEFAULT_ITERATIONS, Target
 
 # the coders a model without learned tables can use (the tiny test models have none)
@@ -207,7 +207,7 @@ def test_encoder_and_decoder_agree_bit_for_bit(size: tuple[int, int], make_image
     """The closed loop: the encoder's reconstruction is exactly the decoder's, as floats (not
     only as pixels: a difference in the last bit rounds to a level apart somewhere). At 64×64
     the encoder's reconstruction once differed by 1e-7, laid out as its permuted image."""
-    from rnncodec.codec import decode_tile, iterate_codes
+    from rnncodec.engine import decode_tile, iterate_codes
     from rnncodec.images import to_array
     from rnncodec.tiling import plan
 
@@ -538,7 +538,7 @@ def test_iterating_codes_leaves_gradients_on_in_the_caller(tiny_model: str) -> N
     import torch
 
 
-    steps = codec.iterate_codes(zoo.load_model(tiny_model), gradient_image(16, 16))
+    steps = engine.iterate_codes(zoo.load_model(tiny_model), gradient_image(16, 16))
     codes, _ = next(steps)
     assert codes.shape == (32, 1, 1)
     assert torch.is_grad_enabled() and not torch.is_inference_mode_enabled()

@@ -20,6 +20,7 @@ import PIL
 from PIL import Image, features
 
 from .. import codec as rnn
+from .. import engine
 from .. import postfilter as filters
 from .. import refine
 from ..zoo import load_model
@@ -208,7 +209,7 @@ def behaviour(model: str, effort: int, postfilter: bool) -> tuple[bytes, str]:
     """
     card = probe_image()
     digest = hashlib.sha256()
-    steps = rnn.iterate_codes(load_model(model), card[:64, :64], effort=min(effort, 1))
+    steps = engine.iterate_codes(load_model(model), card[:64, :64], effort=min(effort, 1))
     for _ in range(2):
         codes, recon = next(steps)
         digest.update(codes.tobytes() + recon.numpy().tobytes())
