@@ -25,13 +25,13 @@ from PIL import Image
 from rnncodec import codec, zoo
 from rnncodec.cli import main
 from rnncodec.errors import InputMissingError, ModelError
+from rnncodec.export import export
 from rnncodec.frameworks import ModelConfig, RNNCompressor, ms_ssim_loss
 from rnncodec.train import (
     TrainConfig,
     bank_batch,
     center_crops,
     draw_batch,
-    export,
     list_images,
     load_pool,
     patch_bank,

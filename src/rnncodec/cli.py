@@ -312,7 +312,7 @@ def train(data: str, out: str, overrides: tuple[str, ...]) -> None:
 def export(checkpoint: Path, output: Path, data: str, images: int, force: bool) -> None:
     """Turn a training checkpoint (or a run's model.safetensors) into shippable fp16 weights
     with entropy tables."""
-    from .train import export as run_export
+    from .export import export as run_export
 
     def body() -> str:
         with atomic_output(output, force) as tmp:
