@@ -44,11 +44,19 @@ from .cli_io import (
 )
 from .cli_io import fail as _fail
 from .cli_io import write_file as _write  # noqa: F401  (the name tests and callers know)
-from .defaults import DEFAULT_ITERATIONS, MAX_PIXELS
+from .defaults import (
+    AUTO_TILE_PIXELS,
+    DEFAULT_ITERATIONS,
+    DEFAULT_TILE,
+    MAX_ITERATIONS,
+    MAX_PIXELS,
+    MAX_REGION_PIXELS,
+    MIN_TILE,
+    SEARCH_TILE_PIXELS,
+)
 from .entropy import AUTO, CODER_NAMES
 from .errors import ArgumentError
 from .registry import DEFAULT_MODEL, MODELS
-from .tiling import AUTO_TILE_PIXELS, DEFAULT_TILE, MAX_REGION_PIXELS, MIN_TILE, SEARCH_TILE_PIXELS
 
 T = TypeVar("T")
 
@@ -122,7 +130,7 @@ def output_opt(default: str) -> Callable[[Callable[..., Any]], Callable[..., Any
 @main.command()
 @inputs_arg
 @output_opt("INPUT with suffix .rnnc")
-@click.option("-n", "--iterations", type=click.IntRange(1, 64),
+@click.option("-n", "--iterations", type=click.IntRange(1, MAX_ITERATIONS),
               help="Number of iterations to store (default 16; 0.125 bpp each before entropy "
                    "coding).")
 @click.option("--bpp", type=click.FloatRange(min=0, min_open=True),
@@ -359,12 +367,14 @@ def serve(host: str, port: int, model: str, max_upload_mb: float, max_pixels: in
               "(default: jpeg-420,jpeg-444,webp,avif,jxl, those available).")
 @click.option("--qualities", help="Quality sweep (0-100) of the standard codecs, "
               "comma-separated (default: 2 to 95 in 13 steps).")
-@click.option("--iterations", type=click.IntRange(1, 64), default=DEFAULT_ITERATIONS,
-              show_default=True, help="Model iterations to evaluate: 1 to N, from one encode.")
+@click.option("--iterations", type=click.IntRange(1, MAX_ITERATIONS),
+              default=DEFAULT_ITERATIONS, show_default=True,
+              help="Model iterations to evaluate: 1 to N, from one encode.")
 @click.option("--effort", "efforts", multiple=True, type=click.IntRange(min=0),
               help="Search the bits of the first N iterations (see compress --effort); repeat "
                    "to evaluate the models at several (default: 0).")
-@click.option("--filter-iterations", "filtered", type=click.IntRange(0, 64), default=0,
+@click.option("--filter-iterations", "filtered", type=click.IntRange(0, MAX_ITERATIONS),
+              default=0,
               help="Also evaluate the models with the filter (see compress --filter) at 1 to N "
                    "iterations: one encode, cut after each and given a filter fitted to the cut "
                    "(default: 0, none).")

@@ -19,23 +19,21 @@ from PIL import Image
 
 from . import engine
 from . import postfilter as filters
-from .defaults import DEFAULT_ITERATIONS, MAX_PIXELS
+from .defaults import (
+    AUTO_TILE_PIXELS,
+    DEFAULT_ITERATIONS,
+    MAX_ITERATIONS,
+    MAX_PIXELS,
+    SEARCH_TILE_PIXELS,
+)
 from .engine import Progress
 from .entropy import AUTO, CODER_NAMES, BitCoder, coder_name, make_coder, resolve
 from .errors import ArgumentError, FormatError, ImageError, ModelError
 from .files import Info, holds, info, read_bytes, truncate  # noqa: F401 (this module's API)
-from .format import MAX_ITERATIONS, Container, Header, assemble, pack_chunk, parse
+from .format import Container, Header, assemble, pack_chunk, parse
 from .images import ImageSource, load_image, to_image
 from .metrics import ms_ssim, psnr
-from .tiling import (
-    AUTO_TILE_PIXELS,
-    SEARCH_TILE_PIXELS,
-    choose_tile,
-    describe,
-    padded_pixels,
-    plan,
-    region_overflow,
-)
+from .tiling import choose_tile, describe, padded_pixels, plan, region_overflow
 from .zoo import DEFAULT_MODEL, MODELS, LoadedModel, load_model
 
 
@@ -102,7 +100,7 @@ def compress(image: ImageSource, *, iterations: int | None = None, bpp: float | 
     ``tile``: the side in pixels of the tiles the networks run on (a multiple of 16, at least
     64; see tiling.py), 0 for the whole image at once, None (default) to tile only images over
     about 2 megapixels in whole 16-pixel blocks (ArgumentError for 0, or tiles, that would run
-    the networks over more than ``tiling.MAX_REGION_PIXELS`` at once). Tiled coding runs every
+    the networks over more than ``defaults.MAX_REGION_PIXELS`` at once). Tiled coding runs every
     tile through the most iterations the target allows before writing any, so rate and quality
     targets cost that much network work; quality targets also keep every iteration's decoded
     pixels (3 bytes per pixel per iteration).
@@ -111,7 +109,7 @@ def compress(image: ImageSource, *, iterations: int | None = None, bpp: float | 
     (refine.py), 0 (default) for none. The search gains most at the lowest rates, where each
     bit carries most, and every searched iteration costs many plain ones in encoding time; the
     files decode as any other. With a search, ``tile=None`` tiles images over
-    ``tiling.SEARCH_TILE_PIXELS`` instead, since the search needs far more memory per pixel.
+    ``defaults.SEARCH_TILE_PIXELS`` instead, since the search needs far more memory per pixel.
 
     ``postfilter``: fit a filter to the image after the last iteration and send it along when
     it is worth its bytes (postfilter.py); it costs about 240 bytes, an encode-time fit on a

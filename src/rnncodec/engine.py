@@ -28,11 +28,12 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
+from .defaults import MAX_REGION_PIXELS
 from .entropy import make_coder
 from .images import to_array, to_tensor
 from .networks import BITS
 from .refine import refine, signs
-from .tiling import MAX_REGION_PIXELS, Tile, place, plan, waves
+from .tiling import Tile, place, plan, waves
 from .zoo import LoadedModel
 
 # called with the number of iterations done so far (tiled: iterations' worth of tile work);

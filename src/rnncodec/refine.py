@@ -33,7 +33,7 @@ MS_SSIM_WEIGHT = 3.0  # the shipped model's training objective: L1 + 3 × (1 −
 RATE_WEIGHT = 3.0
 # The search's autograd holds the networks' activations for every candidate step, far more
 # memory per pixel than a plain encode, so with a search ``tile=None`` tiles smaller images
-# (tiling.SEARCH_TILE_PIXELS) and searches one tile at a time.
+# (defaults.SEARCH_TILE_PIXELS) and searches one tile at a time.
 
 
 def signs(soft: Tensor) -> Tensor:

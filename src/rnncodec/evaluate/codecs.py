@@ -20,9 +20,8 @@ import PIL
 from PIL import Image, features
 
 from .. import codec as rnn
-from .. import engine
+from .. import engine, refine
 from .. import postfilter as filters
-from .. import refine
 from ..zoo import load_model
 from .measure import Meter
 
