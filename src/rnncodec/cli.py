@@ -1,8 +1,9 @@
 """The ``rnncodec`` command line: compress, decompress, truncate, info, models, train.
 
 Exit status (sysexits.h): 0 success, 2 bad usage, 65 bad data (corrupt file, unreadable image,
-wrong model), 66 missing input, 73 output exists or cannot be written, 130 interrupted
-(SIGINT or SIGTERM); with several inputs, the first failure's.
+wrong model), 66 missing input, 69 an optional part not installed (extras.py), 73 output exists
+or cannot be written, 130 interrupted (SIGINT or SIGTERM); with several inputs, the first
+failure's.
 Every failure prints one line on stderr; no traceback. ``-`` reads stdin or writes stdout
 (cli_io.py).
 """
@@ -56,6 +57,7 @@ from .defaults import (
 )
 from .entropy import AUTO, CODER_NAMES
 from .errors import ArgumentError
+from .extras import require
 from .registry import DEFAULT_MODEL, MODELS
 
 T = TypeVar("T")
@@ -350,6 +352,7 @@ KODAK_URL = "https://r0k.us/graphics/kodak/"  # the Kodak Lossless True Color Im
 def serve(host: str, port: int, model: str, max_upload_mb: float, max_pixels: int,
           cache_mb: float) -> None:
     """Start the web viewer: watch an image refine iteration by iteration beside JPEG and WebP."""
+    _run(lambda: require("web", "rnncodec serve"))
     import uvicorn
 
     from .web.app import create_app
@@ -399,6 +402,7 @@ def evaluate(dataset: Path | None, models: tuple[str, ...], codecs: str | None,
     (default: into ./rnncodec-results)."""
     import shlex
 
+    _run(lambda: require("eval", "rnncodec evaluate"))
     from .errors import InputMissingError
     from .evaluate import codecs as adapters
     from .evaluate import report as reporting

@@ -358,7 +358,7 @@ def tensorboard_writer(out: Path) -> SummaryWriter | None:
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        print("tensorboard is not installed (pip install rnncodec[train]); logging to "
+        print("tensorboard is not installed (pip install 'rnncodec[train]'); logging to "
               "log.csv only", flush=True)
         return None
     return SummaryWriter(str(out / "tensorboard"))
