@@ -154,7 +154,8 @@ def run_tiled(spec: dict, tile: int) -> tuple[CodecInfo, list[Point], tuple[int,
     h, w = image.rgb.shape[:2]
     points = [Point(name, k, image.name, image.sha256, w, h, n, n * 8 / (w * h),
                     encode_s=e[0], decode_s=d[0], encode_peak_rss=e[1], decode_peak_rss=d[1])
-              for k, n, e, d in zip(spec["iterations"], enc["bytes"], enc["laps"], dec["laps"])]
+              for k, n, e, d in zip(spec["iterations"], enc["bytes"], enc["laps"], dec["laps"],
+                                    strict=True)]
     return info, points, (enc["process_peak_rss"], dec["process_peak_rss"])
 
 

@@ -147,7 +147,7 @@ def test_encoder_and_decoder_agree_when_tiled(tiny_model: str) -> None:
     loaded = zoo.load_model(tiny_model)
     tiles = plan(200, 150, 64)
     steps = engine.encode_lockstep(loaded, a, tiles, keep_images=True)
-    lockstep = [(c.copy(), img) for _, (c, img) in zip(range(4), steps)]
+    lockstep = [(c.copy(), img) for _, (c, img) in zip(range(4), steps, strict=False)]
     by_tile = list(engine.encode_by_tile(loaded, a, tiles, 4, keep_images=True))
     data = codec.compress(a, iterations=4, model=tiny_model, tile=64, coder="raw")
     for (c1, img1), (c2, img2), dec in zip(lockstep, by_tile,
@@ -167,7 +167,7 @@ def test_tiles_encode_in_waves_to_the_same_codes_on_any_number_of_workers(
     rows, cols = ({t.rows[1] for t in tiles}, {t.cols[1] for t in tiles})
     assert len(rows) > 2 and len(cols) > 2 and len(groups) == len(rows) + len(cols) - 1
     lockstep = [c.copy() for _, (c, _) in zip(range(3), engine.encode_lockstep(
-        loaded, a, tiles, keep_images=False))]
+        loaded, a, tiles, keep_images=False), strict=False)]
     previous = torch.get_num_threads()
     try:
         for threads in (1, 2, 3):

@@ -59,6 +59,7 @@ from .entropy import AUTO, CODER_NAMES
 from .errors import ArgumentError
 from .extras import require
 from .registry import DEFAULT_MODEL, MODELS
+from .web.limits import MB, Limits  # light: the web framework is imported by serve only
 
 T = TypeVar("T")
 
@@ -302,7 +303,8 @@ def train(data: str, out: str, overrides: tuple[str, ...]) -> None:
         key, _, value = item.partition("=")
         if key not in types:
             _fail(f"unknown setting {key!r}; known: {', '.join(types)}", 2)
-        kind = {"int": int, "float": float, "bool": lambda v: v.lower() in ("1", "true", "yes")}
+        kind: dict[str, Callable[[str], Any]] = {
+            "int": int, "float": float, "bool": lambda v: v.lower() in ("1", "true", "yes")}
         try:
             values[key] = kind.get(str(types[key]), str)(value)
         except ValueError:
@@ -330,8 +332,6 @@ def export(checkpoint: Path, output: Path, data: str, images: int, force: bool) 
 
     click.echo(f"{output}: weights {_run(body)}")
 
-
-from .web.limits import MB, Limits  # light: the web framework is imported by serve only
 
 KODAK_URL = "https://r0k.us/graphics/kodak/"  # the Kodak Lossless True Color Image Suite
 

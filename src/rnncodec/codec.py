@@ -161,7 +161,7 @@ def encode(image: ImageSource, *, iterations: int | None = None, bpp: float | No
     out, history, payloads = bytearray(header.pack()), list[np.ndarray](), list[bytes]()
     last: np.ndarray | None = None  # the decoded pixels after the last chunk kept
     quality: float | None = None  # theirs, for a quality target
-    for i, (codes, decoded) in zip(range(target.max_iterations), steps):
+    for i, (codes, decoded) in zip(range(target.max_iterations), steps, strict=False):
         payload = bit_coder.encode(codes, history)
         chunk = pack_chunk(i, payload)
         history.append(codes)
@@ -232,9 +232,7 @@ def add_filter(data: bytes | str | Path, image: ImageSource, *, model: str | Non
     if not filters.applies(header.width, header.height):
         return plain
     if decoded is None:
-        maps: list[np.ndarray] = []
-        for maps in _codes(container, bit_coder):
-            pass
+        maps = _first_codes(container, bit_coder, len(container.chunks))
         decoded = engine.decode_pixels(loaded, header.width, header.height, header.tile, maps)
     return _with_filter(plain, header, container.chunks, rgb, decoded, None)[0]
 
@@ -289,6 +287,14 @@ def _codes(container: Container, bit_coder: BitCoder) -> Iterator[list[np.ndarra
         yield maps
 
 
+def _first_codes(container: Container, bit_coder: BitCoder, n: int) -> list[np.ndarray]:
+    """The code maps of the first ``n`` iterations (1 ≤ n ≤ the file's)."""
+    for maps in _codes(container, bit_coder):
+        if len(maps) == n:
+            break
+    return maps
+
+
 def _filter(container: Container, iterations: int) -> filters.Filter | None:
     """The file's filter when the image after all its iterations is wanted (FormatError if it
     is malformed, before any network work)."""
@@ -332,10 +338,7 @@ def decompress(data: bytes | str | Path, *, iterations: int | None = None,
     if n > len(container.chunks):
         raise ArgumentError(f"asked for {n} iterations, but {holds(container)}")
     last = _filter(container, n)
-    maps: list[np.ndarray] = []
-    for maps in _codes(container, bit_coder):
-        if len(maps) == n:
-            break
+    maps = _first_codes(container, bit_coder, n)
     h = container.header
     image = engine.decode_pixels(loaded, h.width, h.height, h.tile, maps, progress)
     return to_image(image if last is None else filters.apply(last, image), container.header.gray)

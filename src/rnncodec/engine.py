@@ -201,7 +201,7 @@ def encode_lockstep(model: LoadedModel, rgb: np.ndarray, tiles: list[Tile],
     while True:
         maps.append(np.zeros(code_shape(rgb.shape[1], rgb.shape[0]), np.uint8))
         image = np.empty_like(rgb) if keep_images else None
-        for tile, loop in zip(tiles, loops):
+        for tile, loop in zip(tiles, loops, strict=True):
             recon = next(loop)
             if image is not None:
                 _paste(image, tile, recon)
@@ -222,7 +222,8 @@ def encode_by_tile(model: LoadedModel, rgb: np.ndarray, tiles: list[Tile], itera
     step_done = _tile_progress(progress, len(tiles))
 
     def run(tile: Tile) -> None:
-        for t, recon in zip(range(iterations), encode_tile(model, rgb, tile, maps, effort)):
+        for t, recon in zip(range(iterations), encode_tile(model, rgb, tile, maps, effort),
+                             strict=False):
             if images is not None:
                 _paste(images[t], tile, recon)
             step_done()
@@ -252,14 +253,16 @@ def decode_pixels(loaded: LoadedModel, width: int, height: int, tile: int,
     step_done = _tile_progress(progress, len(tiles))
 
     def final(part: Tile) -> torch.Tensor:
-        for recon in itertools.islice(decode_tile(loaded, part, maps), len(maps)):
+        for t, recon in enumerate(decode_tile(loaded, part, maps), 1):
             step_done()
-        return recon
+            if t == len(maps):
+                return recon
+        raise AssertionError("unreachable: decode_tile steps on for ever")
 
     # Tiles need only the codes, so they decode in parallel, each on one thread (see
     # network_step): as many at once as the caller's torch threads, pasted in order.
     with ThreadPoolExecutor(_workers(tiles)) as pool:
-        for part, recon in zip(tiles, pool.map(final, tiles)):
+        for part, recon in zip(tiles, pool.map(final, tiles), strict=True):
             _paste(image, part, recon)
     return image
 
@@ -281,7 +284,7 @@ def decode_progressive(loaded: LoadedModel, width: int, height: int, tile: int,
         if held:
             loops = loops or [decode_tile(loaded, t, maps) for t in tiles]
             image = np.empty((height, width, 3), np.uint8)
-            for t, loop in zip(tiles, loops):
+            for t, loop in zip(tiles, loops, strict=True):
                 _paste(image, t, next(loop))
         else:
             image = decode_pixels(loaded, width, height, tile, maps)

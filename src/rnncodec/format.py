@@ -65,10 +65,10 @@ class Container:
         """Bytes of a file holding the first ``iterations`` chunks (and the filter, when it holds
         them all: a shorter file loses it)."""
         n = min(iterations, len(self.chunks))
-        filtered = self.filter is not None and n == len(self.chunks)
-        size = len(self.header.pack(filtered)) + sum(len(c) + _CHUNK.size + _CRC.size
-                                                     for c in self.chunks[:n])
-        return size + (len(self.filter) + _CHUNK.size + _CRC.size if filtered else 0)
+        kept = self.filter if n == len(self.chunks) else None
+        size = len(self.header.pack(kept is not None)) + sum(len(c) + _CHUNK.size + _CRC.size
+                                                             for c in self.chunks[:n])
+        return size + (len(kept) + _CHUNK.size + _CRC.size if kept is not None else 0)
 
 
 def pack_chunk(index: int, payload: bytes) -> bytes:

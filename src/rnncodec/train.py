@@ -31,7 +31,7 @@ import struct
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 import torch.distributed as dist
@@ -275,7 +275,8 @@ def load_checkpoint(path: Path) -> tuple[dict, RNNCompressor]:
     try:
         state = torch.load(path, weights_only=True, map_location="cpu")
         if not isinstance(state, dict):
-            raise TypeError(f"it holds a {type(state).__name__}, not a dict of settings and weights")
+            raise TypeError(f"it holds a {type(state).__name__}, not a dict of settings and "
+                            "weights")
         cfg = state["config"]
         model = RNNCompressor(ModelConfig(cfg["cell"], cfg["framework"], cfg["width"]))
         model.load_state_dict(state["model"])
@@ -318,7 +319,7 @@ def wrap(model: RNNCompressor, world: int, compiled: bool) -> nn.Module:
     if world > 1:
         dev = next(model.parameters()).device
         net = DistributedDataParallel(model, device_ids=[dev] if dev.type == "cuda" else None)
-    return torch.compile(net) if compiled else net
+    return cast(nn.Module, torch.compile(net)) if compiled else net
 
 
 def _layout(cfg: TrainConfig) -> torch.memory_format:
@@ -337,7 +338,7 @@ def train_step(net: nn.Module, batch: Tensor, cfg: TrainConfig) -> Tensor:
     recons = [r.float() for r in recons]
     terms = [(cfg.l1, residual_loss), (cfg.ms_ssim, ms_ssim_loss), (cfg.psnr_db, psnr_db_loss),
              (cfg.ms_ssim_db, ms_ssim_db_loss)]
-    loss = sum(w * fn(batch, recons) for w, fn in terms if w)
+    loss = cast(Tensor, sum(w * fn(batch, recons) for w, fn in terms if w))  # a weight is > 0
     loss.backward()
     return loss
 
@@ -365,15 +366,17 @@ def tensorboard_writer(out: Path) -> SummaryWriter | None:
 
 
 def log_validation(model: RNNCompressor, val: Tensor, cfg: TrainConfig, step: int, loss: float,
-                   rate: float, skipped: int, log: io.TextIOWrapper, tb: SummaryWriter | None,
+                   rate: float, skipped: int, log: io.TextIOWrapper | None,
+                   tb: SummaryWriter | None,
                    bar: tqdm) -> None:
     """Validate, then write a log.csv row, a line above the progress bar and TensorBoard
     scalars."""
     psnr, ssim = validate(model, val, cfg.iterations)
     row = ([step, f"{loss:.5f}", f"{rate:.1f}"] + [f"{p:.2f}" for p in psnr]
            + [f"{v:.4f}" for v in ssim])
-    csv.writer(log).writerow(row)
-    log.flush()
+    if log is not None:  # None on the ranks that do not log
+        csv.writer(log).writerow(row)
+        log.flush()
     shown = sorted({1, 4, 8, cfg.iterations} & set(range(1, len(psnr) + 1)))
     with bar.external_write_mode():  # the line above the bar, flushed for log files
         print(f"step {step} loss {loss:.4f} {rate:.0f} patches/s val "
@@ -383,7 +386,7 @@ def log_validation(model: RNNCompressor, val: Tensor, cfg: TrainConfig, step: in
     if tb is not None:
         tb.add_scalar("loss", loss, step)
         tb.add_scalar("patches_per_s", rate, step)
-        for i, (p, v) in enumerate(zip(psnr, ssim), 1):
+        for i, (p, v) in enumerate(zip(psnr, ssim, strict=True), 1):
             tb.add_scalar(f"val_psnr/it{i:02d}", p, step)
             tb.add_scalar(f"val_ms_ssim/it{i:02d}", v, step)
         tb.flush()
@@ -408,7 +411,8 @@ def train(cfg: TrainConfig) -> Path:
         raise InputMissingError(f"need photos of at least 128×128 pixels under {cfg.data}")
     side = min([cfg.val_crop] + [min(v.shape[1:]) for v in val_pool]) // 16 * 16  # small photos
     val = center_crops(val_pool, side).to(dev)
-    model = RNNCompressor(cfg.model_config()).to(dev, memory_format=_layout(cfg))
+    model = RNNCompressor(cfg.model_config())
+    model.to(dev, memory_format=_layout(cfg))  # type: ignore[call-overload]  # not in the stubs
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     out = Path(cfg.out)
     step, ckpt, done = 0, out / "checkpoint.pt", 0.0
@@ -423,14 +427,14 @@ def train(cfg: TrainConfig) -> Path:
         torch.set_rng_state(state["rng"])
         rng.setstate(state["py_rng"])
     elif cfg.init:  # e.g. continue the shipped model, or grow it into a wider one
-        start = load_model(cfg.init).net.float()
+        src = load_model(cfg.init).net.float()
         try:
-            grow(start, model)
+            grow(src, model)
         except ValueError as e:
-            raise ModelError(f"{cfg.init} is a {start.config}, not this run's {model.config} "
+            raise ModelError(f"{cfg.init} is a {src.config}, not this run's {model.config} "
                              f"({e})") from None
-        if start.config.width != cfg.width and rank == 0:
-            print(f"grown from width {start.config.width} to {cfg.width}: the same reconstructions "
+        if src.config.width != cfg.width and rank == 0:
+            print(f"grown from width {src.config.width} to {cfg.width}: the same reconstructions "
                   "to start with, the new channels' outgoing weights at zero", flush=True)
     out.mkdir(parents=True, exist_ok=True)  # only once data, settings and weights proved usable
     if world > 1:  # each rank its own patches and binarizer noise, derived from the shared state
@@ -485,7 +489,8 @@ def train(cfg: TrainConfig) -> Path:
     weights = out / "model.safetensors"
     if main:
         save_checkpoint(ckpt, model, opt, step, cfg, rng, (time.time() - start) / 60)
-        log.close()
+        if log is not None:
+            log.close()
         if tb is not None:
             tb.close()
         save_weights(model.cpu(), weights)
