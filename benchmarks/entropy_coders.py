@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 import rnncodec
-from rnncodec.codec import iterate_codes
+from rnncodec.engine import iterate_codes
 from rnncodec.entropy import make_coder
 from rnncodec.images import list_images, load_image
 from rnncodec.zoo import DEFAULT_MODEL, load_model

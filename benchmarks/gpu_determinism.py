@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rnncodec import codec
+from rnncodec import codec, engine
 from rnncodec.entropy import coder_name, make_coder
 from rnncodec.format import parse
 from rnncodec.images import load_image, to_array, to_tensor
@@ -39,12 +39,12 @@ def decode_pixels(data: bytes, net: torch.nn.Module, dev: torch.device) -> list[
     h = c.header
     loaded = load_model(h.model)
     coder, history, out = make_coder(coder_name(h.coder), loaded.tables), [], []
-    shape = codec._code_shape(h.width, h.height)
+    shape = engine.code_shape(h.width, h.height)
     state = net.initial_state(torch.zeros(1, 3, shape[1] * 16, shape[2] * 16, device=dev))
     for payload in c.chunks:
         codes = coder.decode(payload, shape, history)
         history.append(codes)
-        bits = codec._signed(codes).to(dev)
+        bits = engine.signed(codes).to(dev)
         state = net.decode_step(bits, state)
         out.append(to_array(state.recon.cpu(), h.height, h.width))
     return out

@@ -255,7 +255,7 @@ def summarise(row: Row, passes: Sequence[Pass]) -> None:
     dec = [statistics.fmean(p.decode_s) for p in passes]
     row.samples = {"encoder_step_s": enc, "decoder_step_s": dec}
     row.encoder_step_s, row.decoder_step_s = statistics.median(enc), statistics.median(dec)
-    row.iteration_s = statistics.median([e + d for e, d in zip(enc, dec)])
+    row.iteration_s = statistics.median([e + d for e, d in zip(enc, dec, strict=True)])
 
 
 def add_ratios(rows: Sequence[Row]) -> None:

@@ -483,7 +483,7 @@ def run_tiled(spec: dict[str, Any], tile: int, repeats: int, pin: bool) -> dict[
                                         f"{THREADING[MODEL]}")
     h, w = image.rgb.shape[:2]
     points, samples = [], []
-    for i, (k, n) in enumerate(zip(its, encodes[0]["bytes"])):
+    for i, (k, n) in enumerate(zip(its, encodes[0]["bytes"], strict=True)):
         runs = {"encode_s": [e["laps"][i][0] for e in encodes],
                 "decode_s": [d["laps"][i][0] for d in decodes],
                 "encode_peak_rss": [e["laps"][i][1] for e in encodes],

@@ -101,7 +101,7 @@ def test_forward_with_stops_decodes_zeros_for_stopped_blocks() -> None:
             state = net.decode_step(bits, state)
             expected.append(state.recon)
         uniform = net(x, 3, False)
-    for r, e in zip(recons, expected):
+    for r, e in zip(recons, expected, strict=True):
         torch.testing.assert_close(r, e)
     torch.testing.assert_close(recons[0], uniform[0])
     assert not torch.equal(recons[2], uniform[2])

@@ -14,11 +14,8 @@ from conftest import build_tiny, gradient_image
 from PIL import Image
 
 import rnncodec
-from rnncodec import codec, tiling, zoo
+from rnncodec import codec, engine, tiling, zoo
 from rnncodec.codec import DEFAULT_ITERATIONS, Target
-
-# the coders a model without learned tables can use (the tiny test models have none)
-CODERS = ("raw", "context", "best")
 from rnncodec.errors import (
     ArgumentError,
     FormatError,
@@ -30,6 +27,9 @@ from rnncodec.errors import (
 )
 from rnncodec.format import MAX_ITERATIONS, parse
 from rnncodec.metrics import ms_ssim, psnr
+
+# the coders a model without learned tables can use (the tiny test models have none)
+CODERS = ("raw", "context", "best")
 
 
 def _chunk_bytes(height: int, width: int) -> int:
@@ -207,7 +207,7 @@ def test_encoder_and_decoder_agree_bit_for_bit(size: tuple[int, int], make_image
     """The closed loop: the encoder's reconstruction is exactly the decoder's, as floats (not
     only as pixels: a difference in the last bit rounds to a level apart somewhere). At 64×64
     the encoder's reconstruction once differed by 1e-7, laid out as its permuted image."""
-    from rnncodec.codec import decode_tile, iterate_codes
+    from rnncodec.engine import decode_tile, iterate_codes
     from rnncodec.images import to_array
     from rnncodec.tiling import plan
 
@@ -220,7 +220,7 @@ def test_encoder_and_decoder_agree_bit_for_bit(size: tuple[int, int], make_image
         maps.append(codes.copy())
         encoder_side.append(recon.clone())
     tile = plan(rgb.shape[1], rgb.shape[0], 0)[0]
-    for enc, dec in zip(encoder_side, decode_tile(loaded, tile, maps)):
+    for enc, dec in zip(encoder_side, decode_tile(loaded, tile, maps), strict=False):
         assert torch.equal(enc, dec)
     data = codec.compress(rgb, iterations=6, model=tiny_model, postfilter=False)
     for enc, dec in zip(encoder_side, codec.decode_iterations(data, model=tiny_model),
@@ -269,7 +269,8 @@ def test_bpp_target_too_small_keeps_one_iteration(rgb: np.ndarray, tiny_model: s
 def test_bpp_target_is_capped_at_max_iterations(tiny_model: str) -> None:
     a = gradient_image(16, 16)
     data = codec.compress(a, bpp=1000, model=tiny_model)
-    assert codec.info(data).iterations == codec.DEFAULT_ITERATIONS == Target(bpp=1000).max_iterations
+    assert (codec.info(data).iterations == codec.DEFAULT_ITERATIONS
+            == Target(bpp=1000).max_iterations)
 
 
 def _quality_curve(a: np.ndarray, metric, tiny_model: str) -> list[float]:
@@ -538,7 +539,7 @@ def test_iterating_codes_leaves_gradients_on_in_the_caller(tiny_model: str) -> N
     import torch
 
 
-    steps = codec.iterate_codes(zoo.load_model(tiny_model), gradient_image(16, 16))
+    steps = engine.iterate_codes(zoo.load_model(tiny_model), gradient_image(16, 16))
     codes, _ = next(steps)
     assert codes.shape == (32, 1, 1)
     assert torch.is_grad_enabled() and not torch.is_inference_mode_enabled()

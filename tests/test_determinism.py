@@ -21,7 +21,7 @@ import pytest
 import torch
 from hostile_helpers import Seeds, cli_env, gradient, hostile_seeds, write_tiny
 
-from rnncodec import codec
+from rnncodec import codec, engine
 from rnncodec.entropy import CODER_NAMES, make_coder
 from rnncodec.format import parse
 from rnncodec.networks import BITS
@@ -42,7 +42,7 @@ def fingerprints(models: dict[str, str], coders: dict[str, list[str]], image: np
 
     out: dict[str, str] = {"threads": str(torch.get_num_threads())}
     for label, model in models.items():
-        steps = codec.iterate_codes(load_model(model), image)
+        steps = engine.iterate_codes(load_model(model), image)
         codes = [next(steps)[0] for _ in range(ITERATIONS)]
         out[f"{label}/encoder-codes"] = h(*(c.tobytes() for c in codes))
         for coder in coders[label]:
@@ -144,9 +144,9 @@ def test_network_steps_run_on_one_thread_and_restore_the_callers_setting(
     previous = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        with codec.network_step():
+        with engine.network_step():
             assert torch.get_num_threads() == 1 and not torch.is_grad_enabled()
-            with codec.network_step():  # nested, as concurrent calls overlap
+            with engine.network_step():  # nested, as concurrent calls overlap
                 assert torch.get_num_threads() == 1
             assert torch.get_num_threads() == 1
         assert torch.get_num_threads() == 2 and torch.is_grad_enabled()

@@ -255,7 +255,7 @@ def test_grow_keeps_what_the_narrower_model_computes(cell: str, framework: str,
     grow(small, wide)
     x = _image()
     with torch.no_grad():
-        for a, b in zip(small(x, 3, False), wide(x, 3, False)):
+        for a, b in zip(small(x, 3, False), wide(x, 3, False), strict=True):
             assert torch.allclose(a, b, atol=1e-6)
         assert not torch.allclose(small(x, 1, False)[0], RNNCompressor(wide.config).eval()(
             x, 1, False)[0], atol=1e-3)  # a fresh wide model computes something else

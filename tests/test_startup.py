@@ -79,8 +79,8 @@ def test_importing_the_package_is_light_and_its_api_complete() -> None:
 
 
 def test_torch_free_names_agree_with_the_modules_they_stand_for() -> None:
-    assert CODER_NAMES == {c.name: c.coder_id
-                           for c in (RawCoder, ContextCoder, NeuralCoder, BestCoder)}
-    assert SINGLE == (RawCoder.name, ContextCoder.name, NeuralCoder.name)
+    assert {c.name: c.coder_id
+            for c in (RawCoder, ContextCoder, NeuralCoder, BestCoder)} == CODER_NAMES
+    assert (RawCoder.name, ContextCoder.name, NeuralCoder.name) == SINGLE
     assert NEURAL_PREFIX == PREFIX
-    assert CELL_NAMES == tuple(CELLS)
+    assert tuple(CELLS) == CELL_NAMES

@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import gradient_image
 
-from rnncodec import codec, tiling, zoo
+from rnncodec import codec, engine, tiling, zoo
 from rnncodec.errors import FormatError
 from rnncodec.format import Header, parse
 from rnncodec.metrics import ms_ssim, psnr
@@ -93,11 +93,11 @@ def test_regions_in_flight_stay_within_the_bound(monkeypatch: pytest.MonkeyPatch
     previous = torch.get_num_threads()
     try:
         torch.set_num_threads(4)
-        assert codec._workers(tiles) == 4
-        monkeypatch.setattr(codec, "MAX_REGION_PIXELS", 2 * max(t.pixels for t in tiles))
-        assert codec._workers(tiles) == 2
-        monkeypatch.setattr(codec, "MAX_REGION_PIXELS", 1)
-        assert codec._workers(tiles) == 1  # one tile always runs
+        assert engine._workers(tiles) == 4
+        monkeypatch.setattr(engine, "MAX_REGION_PIXELS", 2 * max(t.pixels for t in tiles))
+        assert engine._workers(tiles) == 2
+        monkeypatch.setattr(engine, "MAX_REGION_PIXELS", 1)
+        assert engine._workers(tiles) == 1  # one tile always runs
     finally:
         torch.set_num_threads(previous)
 
@@ -109,10 +109,10 @@ def test_progressive_decoding_of_a_large_tiled_file_in_bounded_memory(
     data = codec.compress(gradient_image(150, 200, seed=8), iterations=3, model=tiny_model,
                           tile=64)
     held = [np.asarray(i) for i in codec.decode_iterations(data, model=tiny_model)]
-    monkeypatch.setattr(codec, "MAX_REGION_PIXELS", 96 * 96)  # one tile's region, not all
+    monkeypatch.setattr(engine, "MAX_REGION_PIXELS", 96 * 96)  # one tile's region, not all
     calls = []
-    real = codec._decode_rgb
-    monkeypatch.setattr(codec, "_decode_rgb", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = engine.decode_pixels
+    monkeypatch.setattr(engine, "decode_pixels", lambda *a, **k: calls.append(1) or real(*a, **k))
     afresh = [np.asarray(i) for i in codec.decode_iterations(data, model=tiny_model)]
     assert len(calls) == 3
     assert all(np.array_equal(a, b) for a, b in zip(held, afresh, strict=True))
@@ -146,9 +146,9 @@ def test_encoder_and_decoder_agree_when_tiled(tiny_model: str) -> None:
     a = gradient_image(150, 200, seed=4)
     loaded = zoo.load_model(tiny_model)
     tiles = plan(200, 150, 64)
-    steps = codec.encode_lockstep(loaded, a, tiles, keep_images=True)
-    lockstep = [(c.copy(), img) for _, (c, img) in zip(range(4), steps)]
-    by_tile = list(codec.encode_by_tile(loaded, a, tiles, 4, keep_images=True))
+    steps = engine.encode_lockstep(loaded, a, tiles, keep_images=True)
+    lockstep = [(c.copy(), img) for _, (c, img) in zip(range(4), steps, strict=False)]
+    by_tile = list(engine.encode_by_tile(loaded, a, tiles, 4, keep_images=True))
     data = codec.compress(a, iterations=4, model=tiny_model, tile=64, coder="raw")
     for (c1, img1), (c2, img2), dec in zip(lockstep, by_tile,
                                            codec.decode_iterations(data, model=tiny_model),
@@ -166,13 +166,13 @@ def test_tiles_encode_in_waves_to_the_same_codes_on_any_number_of_workers(
     assert sorted(map(id, itertools.chain(*groups))) == sorted(map(id, tiles))
     rows, cols = ({t.rows[1] for t in tiles}, {t.cols[1] for t in tiles})
     assert len(rows) > 2 and len(cols) > 2 and len(groups) == len(rows) + len(cols) - 1
-    lockstep = [c.copy() for _, (c, _) in zip(range(3), codec.encode_lockstep(
-        loaded, a, tiles, keep_images=False))]
+    lockstep = [c.copy() for _, (c, _) in zip(range(3), engine.encode_lockstep(
+        loaded, a, tiles, keep_images=False), strict=False)]
     previous = torch.get_num_threads()
     try:
         for threads in (1, 2, 3):
             torch.set_num_threads(threads)
-            by_tile = [c for c, _ in codec.encode_by_tile(loaded, a, tiles, 3, keep_images=False)]
+            by_tile = [c for c, _ in engine.encode_by_tile(loaded, a, tiles, 3, keep_images=False)]
             assert all(np.array_equal(x, y) for x, y in zip(lockstep, by_tile, strict=True))
     finally:
         torch.set_num_threads(previous)

@@ -25,13 +25,13 @@ from PIL import Image
 from rnncodec import codec, zoo
 from rnncodec.cli import main
 from rnncodec.errors import InputMissingError, ModelError
+from rnncodec.export import export
 from rnncodec.frameworks import ModelConfig, RNNCompressor, ms_ssim_loss
 from rnncodec.train import (
     TrainConfig,
     bank_batch,
     center_crops,
     draw_batch,
-    export,
     list_images,
     load_pool,
     patch_bank,
@@ -652,7 +652,7 @@ def test_a_run_can_start_from_shipped_weights(photos: Path, tmp_path: Path) -> N
     x = torch.rand(1, 3, 32, 32) - 0.5
     with torch.no_grad():
         a, b = zoo.load_model(str(first)).net.float()(x, 2, False), wide.float()(x, 2, False)
-    assert all(torch.allclose(p, q, atol=2e-3) for p, q in zip(a, b))
+    assert all(torch.allclose(p, q, atol=2e-3) for p, q in zip(a, b, strict=True))
     assert wide.config.width == 0.0625
 
 

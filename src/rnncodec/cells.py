@@ -7,8 +7,6 @@ The input convolution carries the spatial stride; the hidden-to-hidden convoluti
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import Tensor, nn
 
@@ -123,7 +121,7 @@ class ResidualGRU(ConvGRU):
         return h + self.conv_skip(x), state
 
 
-CELLS: dict[str, Callable[..., ConvRNNCell]] = {
+CELLS: dict[str, type[ConvRNNCell]] = {
     "lstm": ConvLSTM,
     "assoc-lstm": AssociativeLSTM,
     "gru": ConvGRU,

@@ -1,8 +1,9 @@
 """The ``rnncodec`` command line: compress, decompress, truncate, info, models, train.
 
 Exit status (sysexits.h): 0 success, 2 bad usage, 65 bad data (corrupt file, unreadable image,
-wrong model), 66 missing input, 73 output exists or cannot be written, 130 interrupted
-(SIGINT or SIGTERM); with several inputs, the first failure's.
+wrong model), 66 missing input, 69 an optional part not installed (extras.py), 73 output exists
+or cannot be written, 130 interrupted (SIGINT or SIGTERM); with several inputs, the first
+failure's.
 Every failure prints one line on stderr; no traceback. ``-`` reads stdin or writes stdout
 (cli_io.py).
 """
@@ -44,11 +45,21 @@ from .cli_io import (
 )
 from .cli_io import fail as _fail
 from .cli_io import write_file as _write  # noqa: F401  (the name tests and callers know)
-from .defaults import DEFAULT_ITERATIONS, MAX_PIXELS
+from .defaults import (
+    AUTO_TILE_PIXELS,
+    DEFAULT_ITERATIONS,
+    DEFAULT_TILE,
+    MAX_ITERATIONS,
+    MAX_PIXELS,
+    MAX_REGION_PIXELS,
+    MIN_TILE,
+    SEARCH_TILE_PIXELS,
+)
 from .entropy import AUTO, CODER_NAMES
 from .errors import ArgumentError
+from .extras import require
 from .registry import DEFAULT_MODEL, MODELS
-from .tiling import AUTO_TILE_PIXELS, DEFAULT_TILE, MAX_REGION_PIXELS, MIN_TILE, SEARCH_TILE_PIXELS
+from .web.limits import MB, Limits  # light: the web framework is imported by serve only
 
 T = TypeVar("T")
 
@@ -122,7 +133,7 @@ def output_opt(default: str) -> Callable[[Callable[..., Any]], Callable[..., Any
 @main.command()
 @inputs_arg
 @output_opt("INPUT with suffix .rnnc")
-@click.option("-n", "--iterations", type=click.IntRange(1, 64),
+@click.option("-n", "--iterations", type=click.IntRange(1, MAX_ITERATIONS),
               help="Number of iterations to store (default 16; 0.125 bpp each before entropy "
                    "coding).")
 @click.option("--bpp", type=click.FloatRange(min=0, min_open=True),
@@ -292,7 +303,8 @@ def train(data: str, out: str, overrides: tuple[str, ...]) -> None:
         key, _, value = item.partition("=")
         if key not in types:
             _fail(f"unknown setting {key!r}; known: {', '.join(types)}", 2)
-        kind = {"int": int, "float": float, "bool": lambda v: v.lower() in ("1", "true", "yes")}
+        kind: dict[str, Callable[[str], Any]] = {
+            "int": int, "float": float, "bool": lambda v: v.lower() in ("1", "true", "yes")}
         try:
             values[key] = kind.get(str(types[key]), str)(value)
         except ValueError:
@@ -312,7 +324,7 @@ def train(data: str, out: str, overrides: tuple[str, ...]) -> None:
 def export(checkpoint: Path, output: Path, data: str, images: int, force: bool) -> None:
     """Turn a training checkpoint (or a run's model.safetensors) into shippable fp16 weights
     with entropy tables."""
-    from .train import export as run_export
+    from .export import export as run_export
 
     def body() -> str:
         with atomic_output(output, force) as tmp:
@@ -320,8 +332,6 @@ def export(checkpoint: Path, output: Path, data: str, images: int, force: bool) 
 
     click.echo(f"{output}: weights {_run(body)}")
 
-
-from .web.limits import MB, Limits  # light: the web framework is imported by serve only
 
 KODAK_URL = "https://r0k.us/graphics/kodak/"  # the Kodak Lossless True Color Image Suite
 
@@ -342,6 +352,7 @@ KODAK_URL = "https://r0k.us/graphics/kodak/"  # the Kodak Lossless True Color Im
 def serve(host: str, port: int, model: str, max_upload_mb: float, max_pixels: int,
           cache_mb: float) -> None:
     """Start the web viewer: watch an image refine iteration by iteration beside JPEG and WebP."""
+    _run(lambda: require("web", "rnncodec serve"))
     import uvicorn
 
     from .web.app import create_app
@@ -359,12 +370,14 @@ def serve(host: str, port: int, model: str, max_upload_mb: float, max_pixels: in
               "(default: jpeg-420,jpeg-444,webp,avif,jxl, those available).")
 @click.option("--qualities", help="Quality sweep (0-100) of the standard codecs, "
               "comma-separated (default: 2 to 95 in 13 steps).")
-@click.option("--iterations", type=click.IntRange(1, 64), default=DEFAULT_ITERATIONS,
-              show_default=True, help="Model iterations to evaluate: 1 to N, from one encode.")
+@click.option("--iterations", type=click.IntRange(1, MAX_ITERATIONS),
+              default=DEFAULT_ITERATIONS, show_default=True,
+              help="Model iterations to evaluate: 1 to N, from one encode.")
 @click.option("--effort", "efforts", multiple=True, type=click.IntRange(min=0),
               help="Search the bits of the first N iterations (see compress --effort); repeat "
                    "to evaluate the models at several (default: 0).")
-@click.option("--filter-iterations", "filtered", type=click.IntRange(0, 64), default=0,
+@click.option("--filter-iterations", "filtered", type=click.IntRange(0, MAX_ITERATIONS),
+              default=0,
               help="Also evaluate the models with the filter (see compress --filter) at 1 to N "
                    "iterations: one encode, cut after each and given a filter fitted to the cut "
                    "(default: 0, none).")
@@ -389,6 +402,7 @@ def evaluate(dataset: Path | None, models: tuple[str, ...], codecs: str | None,
     (default: into ./rnncodec-results)."""
     import shlex
 
+    _run(lambda: require("eval", "rnncodec evaluate"))
     from .errors import InputMissingError
     from .evaluate import codecs as adapters
     from .evaluate import report as reporting

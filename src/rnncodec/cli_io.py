@@ -14,7 +14,7 @@ import sys
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NoReturn
@@ -253,10 +253,8 @@ def write_stdout(data: bytes, force: bool) -> None:
 
 def _silence_stdout() -> None:
     """Point stdout at /dev/null, so the interpreter's last flush does not fail again."""
-    try:
+    with suppress(OSError, ValueError, io.UnsupportedOperation):
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    except (OSError, ValueError, io.UnsupportedOperation):
-        pass
 
 
 def write_output(name: str, data: bytes, force: bool) -> None:
@@ -297,13 +295,13 @@ def image_format(name: str | None, output: str) -> str:
     if output == STDIO:
         return "PNG"
     path = Path(output)
-    fmt = Image.EXTENSION.get(path.suffix.lower())
-    if fmt is None:
+    by_suffix = Image.EXTENSION.get(path.suffix.lower())
+    if by_suffix is None:
         raise OutputError(f"cannot tell an image format from the suffix of {path}; "
                           "use e.g. .png")
-    if fmt not in Image.SAVE:  # Pillow reads some formats it cannot write (.psd, .fits, ...)
-        raise OutputError(f"cannot write {fmt} images ({path}); use e.g. .png")
-    return fmt
+    if by_suffix not in Image.SAVE:  # Pillow reads some formats it cannot write (.psd, .fits)
+        raise OutputError(f"cannot write {by_suffix} images ({path}); use e.g. .png")
+    return by_suffix
 
 
 def format_suffix(name: str | None) -> str:

@@ -1,53 +1,40 @@
 """The public codec: image → residual loop → bits → entropy coder → .rnnc bytes, and back.
 
-Read top to bottom: ``compress`` runs the encoder and decoder in a closed loop (the encoder must
-see the same reconstruction the decoder will build), emitting one chunk per iteration until the
-rate or quality target is met; ``decompress`` replays the decoder over the chunks present.
+Read top to bottom: ``encode`` loads the image and runs the residual loop (``engine``: the
+encoder and decoder networks in a closed loop, since the encoder must see the reconstruction
+the decoder will build), entropy codes each iteration's bits (``entropy``) into one chunk of
+the file (``format``), and stops once the rate or quality target is met. ``decompress`` parses
+the file, entropy decodes the chunks present and runs the decoder networks over their codes
+(``engine.decode_pixels``); ``decode_iterations`` yields the image after each of them.
 """
 
 from __future__ import annotations
 
-import itertools
-import math
-import threading
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
+from . import engine
 from . import postfilter as filters
-from .defaults import DEFAULT_ITERATIONS, MAX_PIXELS
+from .defaults import (
+    AUTO_TILE_PIXELS,
+    DEFAULT_ITERATIONS,
+    MAX_ITERATIONS,
+    MAX_PIXELS,
+    SEARCH_TILE_PIXELS,
+)
+from .engine import Progress
 from .entropy import AUTO, CODER_NAMES, BitCoder, coder_name, make_coder, resolve
 from .errors import ArgumentError, FormatError, ImageError, ModelError
 from .files import Info, holds, info, read_bytes, truncate  # noqa: F401 (this module's API)
-from .format import MAX_ITERATIONS, Container, Header, assemble, pack_chunk, parse
-from .images import ImageSource, load_image, to_array, to_image, to_tensor
+from .format import Container, Header, assemble, pack_chunk, parse
+from .images import ImageSource, load_image, to_image
 from .metrics import ms_ssim, psnr
-from .networks import BITS
-from .refine import refine, signs
-from .tiling import (
-    AUTO_TILE_PIXELS,
-    MAX_REGION_PIXELS,
-    SEARCH_TILE_PIXELS,
-    Tile,
-    choose_tile,
-    describe,
-    padded_pixels,
-    place,
-    plan,
-    region_overflow,
-    waves,
-)
+from .tiling import choose_tile, describe, padded_pixels, plan, region_overflow
 from .zoo import DEFAULT_MODEL, MODELS, LoadedModel, load_model
-
-# called with the number of iterations done so far (tiled: iterations' worth of tile work);
-# decompress calls it from its worker threads
-Progress = Callable[[int], None]
 
 
 @dataclass(frozen=True)
@@ -98,204 +85,6 @@ class Target:
         return value is not None and goal is not None and value >= goal
 
 
-_threads = threading.Lock()
-_users = 0  # codec steps running now, in any thread
-_saved_threads = 1
-
-
-@contextmanager
-def network_step() -> Iterator[None]:
-    """Inference mode on one intra-op thread: decoded pixels must not depend on the thread count.
-
-    Convolutions over small feature maps split their sums across threads, so decoding with 1 and
-    2 threads could give pixels one level apart; on one thread the order is fixed. Concurrent
-    codec calls share the setting, and the caller's thread count is restored when the last ends.
-    Entered per step, never across a ``yield``, like inference mode.
-    """
-    global _users, _saved_threads
-    with _threads:
-        if _users == 0:
-            _saved_threads = torch.get_num_threads()
-            torch.set_num_threads(1)
-        _users += 1
-    try:
-        with torch.inference_mode():
-            yield
-    finally:
-        with _threads:
-            _users -= 1
-            if _users == 0:
-                torch.set_num_threads(_saved_threads)
-
-
-def _code_shape(width: int, height: int) -> tuple[int, int, int]:
-    return BITS, math.ceil(height / 16), math.ceil(width / 16)
-
-
-def _signed(codes: np.ndarray) -> torch.Tensor:
-    """32×h×w codes in {0, 1} → 1×32×h×w bits in {-1, +1}, the decoder's input."""
-    return torch.from_numpy(codes).float().unsqueeze(0) * 2 - 1
-
-
-def _unsigned(bits: torch.Tensor) -> np.ndarray:
-    """1×32×h×w bits in {-1, +1} → 32×h×w codes in {0, 1}, the inverse of ``_signed``."""
-    return (bits[0] > 0).to(torch.uint8).numpy()
-
-
-def _rate(model: LoadedModel, previous: list[np.ndarray]) -> Callable[[torch.Tensor], float]:
-    """Bits per pixel of candidate bits (1×32×h×w, ±1) under the context coder, the bit
-    search's estimate of what they will cost (the context coder takes milliseconds)."""
-    coder = make_coder("context", model.tables)
-
-    def rate(bits: torch.Tensor) -> float:
-        codes = _unsigned(bits)
-        return 8 * len(coder.encode(codes, previous)) / (codes.shape[1] * codes.shape[2] * 256)
-
-    return rate
-
-
-def encode_tile(model: LoadedModel, rgb: np.ndarray, tile: Tile,
-                maps: Sequence[np.ndarray], effort: int = 0) -> Iterator[torch.Tensor]:
-    """Run one tile's closed loop: step t writes the tile's own codes into the whole-image code
-    map ``maps[t]`` and yields the reconstruction of the tile's region.
-
-    The context blocks (above and left) must already hold the earlier tiles' codes: the decoder
-    is fed those instead of what this tile's encoder made of them, exactly as ``decode_tile``
-    will be. Inference mode is entered per step, never across a ``yield``: a suspended
-    generator would otherwise leave gradients switched off in its caller. The first ``effort``
-    iterations search for better bits than the encoder's (refine.py).
-    """
-    net = model.net
-    height, width = rgb.shape[:2]
-    ys, xs = tile.region(height, width)
-    x = to_tensor(rgb[ys, xs])
-    state = net.initial_state(x)
-    context = None  # the blocks whose bits earlier tiles chose, when there are any
-    if tile.top or tile.left:
-        context = torch.ones(1, 1, *maps[0][:, slice(*tile.rows), slice(*tile.cols)].shape[1:],
-                             dtype=torch.bool)
-        context[..., tile.top:, tile.left:] = False
-    for t in itertools.count():
-        region = maps[t][:, slice(*tile.rows), slice(*tile.cols)]
-        with network_step():
-            soft, state = net.encode_soft(x, state)
-            if context is not None:
-                soft = torch.where(context, _signed(region), soft)
-        if t < effort:
-            previous = [m[:, slice(*tile.rows), slice(*tile.cols)] for m in maps[:t]]
-            bits = refine(net, x, state, soft, context, rate=_rate(model, previous))
-        else:
-            bits = signs(soft)
-        region[:, tile.top:, tile.left:] = _unsigned(bits)[:, tile.top:, tile.left:]
-        with network_step():
-            state = net.decode_step(bits, state)
-        yield state.recon
-
-
-def iterate_codes(model: LoadedModel, rgb: np.ndarray, effort: int = 0,
-                  ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
-    """Yield (codes, reconstruction of the padded image) for iteration 1, 2, ... of an image
-    coded whole: ``compress``'s closed loop on one tile."""
-    height, width = rgb.shape[:2]
-    maps: list[np.ndarray] = []
-    loop = encode_tile(model, rgb, plan(width, height, 0)[0], maps, effort)
-    while True:
-        maps.append(np.zeros(_code_shape(width, height), np.uint8))
-        recon = next(loop)  # writes this iteration's codes into maps[-1]
-        yield maps[-1], recon
-
-
-def decode_tile(model: LoadedModel, tile: Tile,
-                maps: Sequence[np.ndarray]) -> Iterator[torch.Tensor]:
-    """The reconstruction of one tile's region after step t = 0, 1, ... from ``maps[t]``."""
-    net = model.net
-    state = None  # allocated at the first step, once the caller has decoded a first chunk
-    for t in itertools.count():
-        bits = _signed(np.ascontiguousarray(maps[t][:, slice(*tile.rows), slice(*tile.cols)]))
-        if state is None:
-            state = net.initial_state(torch.zeros(1, 3, bits.shape[2] * 16, bits.shape[3] * 16))
-        with network_step():
-            state = net.decode_step(bits, state)
-        yield state.recon
-
-
-def _paste(image: np.ndarray, tile: Tile, recon: torch.Tensor) -> None:
-    """Write a tile's pixels from its region's reconstruction (see ``tiling.place``)."""
-    ys, xs = tile.region(*image.shape[:2])
-    place(image, tile, to_array(recon, ys.stop - ys.start, xs.stop - xs.start))
-
-
-def _tile_progress(progress: Progress | None, tiles: int) -> Callable[[], None]:
-    """Called once per tile step, in any order and from any thread: reports iterations' worth
-    of work (steps // tiles), each count once."""
-    lock, steps, last = threading.Lock(), 0, 0
-
-    def step_done() -> None:
-        nonlocal steps, last
-        with lock:
-            steps += 1
-            if progress and steps // tiles > last:
-                last = steps // tiles
-                progress(last)
-
-    return step_done
-
-
-def _workers(tiles: list[Tile]) -> int:
-    """Tiles coded at once: the caller's torch threads (each tile's steps run on one), no more
-    than keep the regions in flight within ``MAX_REGION_PIXELS`` together (one at least)."""
-    fit = MAX_REGION_PIXELS // max(t.pixels for t in tiles)
-    return max(1, min(torch.get_num_threads(), len(tiles), fit))
-
-
-def encode_lockstep(model: LoadedModel, rgb: np.ndarray, tiles: list[Tile],
-                    keep_images: bool, effort: int = 0,
-                    ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-    """Yield (codes, decoded pixels if ``keep_images``) for iteration 1, 2, ..., running every
-    tile one step per iteration (memory: all tiles' network state at once, as untiled)."""
-    maps: list[np.ndarray] = []
-    loops = [encode_tile(model, rgb, tile, maps, effort) for tile in tiles]
-    while True:
-        maps.append(np.zeros(_code_shape(rgb.shape[1], rgb.shape[0]), np.uint8))
-        image = np.empty_like(rgb) if keep_images else None
-        for tile, loop in zip(tiles, loops):
-            recon = next(loop)
-            if image is not None:
-                _paste(image, tile, recon)
-        yield maps[-1], image
-
-
-def encode_by_tile(model: LoadedModel, rgb: np.ndarray, tiles: list[Tile], iterations: int,
-                   keep_images: bool, progress: Progress | None = None, effort: int = 0,
-                   ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-    """The same as ``encode_lockstep`` (bit for bit), computed tile by tile through all
-    ``iterations`` first: memory grows with the tiles in flight (one per torch thread; one at a
-    time with ``keep_images``), plus the codes (2 bytes per pixel at 16 iterations) and, with
-    ``keep_images``, each iteration's decoded pixels (3 bytes per pixel per iteration, for
-    quality targets)."""
-    maps = [np.zeros(_code_shape(rgb.shape[1], rgb.shape[0]), np.uint8)
-            for _ in range(iterations)]
-    images = np.empty((iterations, *rgb.shape), np.uint8) if keep_images else None
-    step_done = _tile_progress(progress, len(tiles))
-
-    def run(tile: Tile) -> None:
-        for t, recon in zip(range(iterations), encode_tile(model, rgb, tile, maps, effort)):
-            if images is not None:
-                _paste(images[t], tile, recon)
-            step_done()
-
-    if images is not None:  # pixels are pasted in raster order (tiling.place)
-        for tile in tiles:
-            run(tile)
-    else:  # the tiles of one anti-diagonal at once, each on one thread (see network_step);
-        # searched tiles one at a time, for memory (the search itself uses all threads)
-        with ThreadPoolExecutor(1 if effort else _workers(tiles)) as pool:
-            for wave in waves(tiles):
-                list(pool.map(run, wave))
-    for t in range(iterations):
-        yield maps[t], None if images is None else images[t]
-
-
 def compress(image: ImageSource, *, iterations: int | None = None, bpp: float | None = None,
              ms_ssim: float | None = None, psnr: float | None = None,
              model: str = DEFAULT_MODEL, coder: str = AUTO, tile: int | None = None,
@@ -311,18 +100,16 @@ def compress(image: ImageSource, *, iterations: int | None = None, bpp: float | 
     ``tile``: the side in pixels of the tiles the networks run on (a multiple of 16, at least
     64; see tiling.py), 0 for the whole image at once, None (default) to tile only images over
     about 2 megapixels in whole 16-pixel blocks (ArgumentError for 0, or tiles, that would run
-    the networks over more than ``tiling.MAX_REGION_PIXELS`` at once). Tiled coding runs every
+    the networks over more than ``defaults.MAX_REGION_PIXELS`` at once). Tiled coding runs every
     tile through the most iterations the target allows before writing any, so rate and quality
     targets cost that much network work; quality targets also keep every iteration's decoded
     pixels (3 bytes per pixel per iteration).
 
     ``effort``: how many of the first iterations search for better bits than the encoder's
-    (refine.py), 0 (default) for none. The gain is largest at the lowest rates: on Kodak
-    ``effort=2`` raised MS-SSIM by 0.009 after 1 iteration and 0.003 after 2 for 1.1% and 0.9%
-    more bytes, and encoded 2 iterations in 34 s instead of 1.2 s; ``effort=8`` added 0.0004
-    after 8 iterations (0.0002 more than ``effort=2``) and took 134 s instead of 4. The files
-    decode as any other. With a search, ``tile=None`` tiles images over about 0.5 megapixels,
-    for memory.
+    (refine.py), 0 (default) for none. The search gains most at the lowest rates, where each
+    bit carries most, and every searched iteration costs many plain ones in encoding time; the
+    files decode as any other. With a search, ``tile=None`` tiles images over
+    ``defaults.SEARCH_TILE_PIXELS`` instead, since the search needs far more memory per pixel.
 
     ``postfilter``: fit a filter to the image after the last iteration and send it along when
     it is worth its bytes (postfilter.py); it costs about 240 bytes, an encode-time fit on a
@@ -368,13 +155,13 @@ def encode(image: ImageSource, *, iterations: int | None = None, bpp: float | No
     header = Header(width, height, gray, CODER_NAMES[coder], loaded.name, loaded.digest, tile)
     original = np.asarray(to_image(rgb, gray)) if target.measures_quality else None
     tiles = plan(width, height, tile)
-    steps = encode_by_tile(loaded, rgb, tiles, target.max_iterations, target.measures_quality,
-                           progress, effort) if tile else \
-        encode_lockstep(loaded, rgb, tiles, target.measures_quality or postfilter, effort)
+    steps = engine.encode_by_tile(loaded, rgb, tiles, target.max_iterations,
+                                  target.measures_quality, progress, effort) if tile else \
+        engine.encode_lockstep(loaded, rgb, tiles, target.measures_quality or postfilter, effort)
     out, history, payloads = bytearray(header.pack()), list[np.ndarray](), list[bytes]()
     last: np.ndarray | None = None  # the decoded pixels after the last chunk kept
     quality: float | None = None  # theirs, for a quality target
-    for i, (codes, decoded) in zip(range(target.max_iterations), steps):
+    for i, (codes, decoded) in zip(range(target.max_iterations), steps, strict=False):
         payload = bit_coder.encode(codes, history)
         chunk = pack_chunk(i, payload)
         history.append(codes)
@@ -393,7 +180,7 @@ def encode(image: ImageSource, *, iterations: int | None = None, bpp: float | No
     data = bytes(out)
     if postfilter and filters.applies(width, height):
         if last is None:  # tiled: the pixels were not kept, so decode them as decompress will
-            last = _decode_rgb(loaded, header, history[:len(payloads)])
+            last = engine.decode_pixels(loaded, width, height, tile, history[:len(payloads)])
         data, kept = _with_filter(data, header, payloads, rgb, last, target.bpp)
         if kept is not None and original is not None:
             quality = target.measure(original, np.asarray(to_image(filters.apply(kept, last),
@@ -445,10 +232,8 @@ def add_filter(data: bytes | str | Path, image: ImageSource, *, model: str | Non
     if not filters.applies(header.width, header.height):
         return plain
     if decoded is None:
-        maps: list[np.ndarray] = []
-        for maps in _codes(container, bit_coder):
-            pass
-        decoded = _decode_rgb(loaded, header, maps)
+        maps = _first_codes(container, bit_coder, len(container.chunks))
+        decoded = engine.decode_pixels(loaded, header.width, header.height, header.tile, maps)
     return _with_filter(plain, header, container.chunks, rgb, decoded, None)[0]
 
 
@@ -495,11 +280,19 @@ def _open(data: bytes | str | Path, model: str | None, max_pixels: int,
 
 def _codes(container: Container, bit_coder: BitCoder) -> Iterator[list[np.ndarray]]:
     """The code maps of the first 1, 2, ... iterations (one growing list)."""
-    shape = _code_shape(container.header.width, container.header.height)
+    shape = engine.code_shape(container.header.width, container.header.height)
     maps: list[np.ndarray] = []
     for payload in container.chunks:
         maps.append(bit_coder.decode(payload, shape, maps))
         yield maps
+
+
+def _first_codes(container: Container, bit_coder: BitCoder, n: int) -> list[np.ndarray]:
+    """The code maps of the first ``n`` iterations (1 ≤ n ≤ the file's)."""
+    for maps in _codes(container, bit_coder):
+        if len(maps) == n:
+            break
+    return maps
 
 
 def _filter(container: Container, iterations: int) -> filters.Filter | None:
@@ -514,55 +307,18 @@ def decode_iterations(data: bytes | str | Path, *, model: str | None = None,
                       max_pixels: int = MAX_PIXELS,
                       allow_cut: bool = False) -> Iterator[Image.Image]:
     """Yield the decoded image after each iteration stored in the file (progressive decoding;
-    the file's filter, if any, applies to the last). ``allow_cut`` as for ``decompress``.
-
-    Every tile's network state is held from one iteration to the next while all tiles' regions
-    together hold at most ``MAX_REGION_PIXELS``. A larger tiled file
-    is decoded afresh, tile by tile as ``decompress`` does, for each iteration: memory stays
-    bounded, and the time grows with the square of the number of iterations.
+    the file's filter, if any, applies to the last). ``allow_cut`` as for ``decompress``; see
+    ``engine.decode_progressive`` for memory and time.
     """
     container, loaded, bit_coder = _open(data, model, max_pixels, allow_cut)
     h = container.header
     last = _filter(container, len(container.chunks))
-    tiles = plan(h.width, h.height, h.tile)
-    held = sum(t.pixels for t in tiles) <= MAX_REGION_PIXELS
-    loops: list[Iterator[torch.Tensor]] = []
-    for maps in _codes(container, bit_coder):
-        if held:
-            loops = loops or [decode_tile(loaded, tile, maps) for tile in tiles]
-            image = np.empty((h.height, h.width, 3), np.uint8)
-            for tile, loop in zip(tiles, loops):
-                _paste(image, tile, next(loop))
-        else:
-            image = _decode_rgb(loaded, h, maps)
-        if last is not None and len(maps) == len(container.chunks):
+    images = engine.decode_progressive(loaded, h.width, h.height, h.tile,
+                                       _codes(container, bit_coder))
+    for n, image in enumerate(images, 1):
+        if last is not None and n == len(container.chunks):
             image = filters.apply(last, image)
         yield to_image(image, h.gray)
-
-
-def _decode_rgb(loaded: LoadedModel, header: Header, maps: list[np.ndarray],
-                progress: Progress | None = None) -> np.ndarray:
-    """The H×W×3 pixels after the iterations of ``maps``, before any filter.
-
-    Each tile is decoded through all iterations on its own, so the networks' memory grows with
-    the tiles in flight (one per torch thread), not the image (``progress`` then counts
-    iterations' worth of work).
-    """
-    tiles = plan(header.width, header.height, header.tile)
-    image = np.empty((header.height, header.width, 3), np.uint8)
-    step_done = _tile_progress(progress, len(tiles))
-
-    def final(tile: Tile) -> torch.Tensor:
-        for recon in itertools.islice(decode_tile(loaded, tile, maps), len(maps)):
-            step_done()
-        return recon
-
-    # Tiles need only the codes, so they decode in parallel, each on one thread (see
-    # network_step): as many at once as the caller's torch threads, pasted in order.
-    with ThreadPoolExecutor(_workers(tiles)) as pool:
-        for tile, recon in zip(tiles, pool.map(final, tiles)):
-            _paste(image, tile, recon)
-    return image
 
 
 def decompress(data: bytes | str | Path, *, iterations: int | None = None,
@@ -570,7 +326,7 @@ def decompress(data: bytes | str | Path, *, iterations: int | None = None,
                progress: Progress | None = None, allow_cut: bool = False) -> Image.Image:
     """Decode .rnnc bytes or a path to a PIL image (L or RGB), using the first ``iterations``
     (default: all; more than the file holds is an ArgumentError). The file's filter, if any,
-    applies only when all are used; see ``_decode_rgb`` for memory.
+    applies only when all are used; see ``engine.decode_pixels`` for memory.
 
     A file cut inside a chunk is a FormatError unless ``allow_cut``, which decodes the complete
     iterations before the cut, as viewers show a cut progressive JPEG (``info`` says where).
@@ -582,9 +338,7 @@ def decompress(data: bytes | str | Path, *, iterations: int | None = None,
     if n > len(container.chunks):
         raise ArgumentError(f"asked for {n} iterations, but {holds(container)}")
     last = _filter(container, n)
-    maps: list[np.ndarray] = []
-    for maps in _codes(container, bit_coder):
-        if len(maps) == n:
-            break
-    image = _decode_rgb(loaded, container.header, maps, progress)
+    maps = _first_codes(container, bit_coder, n)
+    h = container.header
+    image = engine.decode_pixels(loaded, h.width, h.height, h.tile, maps, progress)
     return to_image(image if last is None else filters.apply(last, image), container.header.gray)

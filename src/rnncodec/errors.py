@@ -46,6 +46,13 @@ class OutputError(RnncError):
     exit_code = 73  # EX_CANTCREAT
 
 
+class MissingExtraError(RnncError, ImportError):
+    """An optional part of rnncodec that is not installed (extras.py); the message names the
+    pip command that installs it. Also an ImportError, which it is underneath."""
+
+    exit_code = 69  # EX_UNAVAILABLE
+
+
 class RnncWarning(UserWarning):
     """Something done to a caller's data that it may not expect (e.g. transparency dropped);
     the command line prints these as warnings."""

@@ -73,7 +73,7 @@ def truncate(data: bytes | str | Path, *, iterations: int | None = None,
     n = len(container.chunks)
     if iterations is not None:
         n = min(n, iterations)
-    else:
+    elif bpp is not None:
         budget = bpp * container.header.width * container.header.height
         if container.size_after(n) * 8 > budget:  # the filter goes before any iteration does
             container = replace(container, filter=None)

@@ -14,15 +14,14 @@ import struct
 import zlib
 from dataclasses import dataclass, replace
 
+from .defaults import BLOCK, MAX_ITERATIONS, MAX_TILE, MIN_TILE
 from .errors import FormatError
-from .tiling import BLOCK, MAX_TILE, MIN_TILE
 
 MAGIC = b"RNNC"
 VERSION = 3  # the newest version this reader knows; files without a filter are written as 1 or 2
 VERSIONS = (1, 2, 3)  # 2 adds the tile side after the weights hash; 3 allows a filter chunk
 MAX_SIDE = 1 << 20
 MAX_PIXELS = 1 << 28  # what a header may declare at all; the codec applies its own lower limit
-MAX_ITERATIONS = 64
 FLAG_GRAY = 1
 
 _FIXED = struct.Struct(">4sBBIIBB")  # magic, version, flags, width, height, coder, name length
@@ -66,10 +65,10 @@ class Container:
         """Bytes of a file holding the first ``iterations`` chunks (and the filter, when it holds
         them all: a shorter file loses it)."""
         n = min(iterations, len(self.chunks))
-        filtered = self.filter is not None and n == len(self.chunks)
-        size = len(self.header.pack(filtered)) + sum(len(c) + _CHUNK.size + _CRC.size
-                                                     for c in self.chunks[:n])
-        return size + (len(self.filter) + _CHUNK.size + _CRC.size if filtered else 0)
+        kept = self.filter if n == len(self.chunks) else None
+        size = len(self.header.pack(kept is not None)) + sum(len(c) + _CHUNK.size + _CRC.size
+                                                             for c in self.chunks[:n])
+        return size + (len(kept) + _CHUNK.size + _CRC.size if kept is not None else 0)
 
 
 def pack_chunk(index: int, payload: bytes) -> bytes:

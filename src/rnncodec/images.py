@@ -12,6 +12,7 @@ The rule (also in docs/format.md):
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 import warnings
@@ -119,10 +120,8 @@ def load_image(src: ImageSource, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarr
     img = src if isinstance(src, Image.Image) else (
         _from_array(src) if isinstance(src, np.ndarray) else _open(src, max_pixels))
     _check_size(img, max_pixels)
-    try:
+    with contextlib.suppress(OSError, ValueError, SyntaxError):  # damaged EXIF: pixels as stored
         img = ImageOps.exif_transpose(img)
-    except (OSError, ValueError, SyntaxError):
-        pass  # a damaged EXIF block: keep the pixels as stored
     gray = img.mode in GRAY_MODES
     if _transparent(img):
         warnings.warn("the image's transparency is dropped: .rnnc stores none, so transparent "
@@ -134,14 +133,20 @@ def load_image(src: ImageSource, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarr
     return np.asarray(img, dtype=np.uint8), gray
 
 
+def _below_opaque(alpha: Image.Image) -> bool:
+    """Whether a single-band alpha image has any value under 255 (its extrema: min, max)."""
+    lowest = alpha.getextrema()[0]
+    return isinstance(lowest, int | float) and lowest < 255
+
+
 def _transparent(img: Image.Image) -> bool:
     """Whether any pixel is less than opaque (an alpha band, or a palette's or colour key's
     transparency)."""
     try:
         if img.mode in ALPHA_MODES:  # the alpha band is the last
-            return img.getchannel(len(img.getbands()) - 1).getextrema()[0] < 255
+            return _below_opaque(img.getchannel(len(img.getbands()) - 1))
         if "transparency" in img.info:
-            return img.convert("RGBA").getchannel("A").getextrema()[0] < 255
+            return _below_opaque(img.convert("RGBA").getchannel("A"))
     except (ValueError, OSError):  # a mode Pillow cannot split: conversion reports it below
         pass
     return False

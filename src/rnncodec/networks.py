@@ -41,7 +41,7 @@ class Encoder(nn.Module):
     def forward(self, x: Tensor, states: list[State | None]) -> tuple[Tensor, list[State]]:
         x = self.conv(x)
         new: list[State] = []
-        for rnn, s in zip(self.rnns, states):
+        for rnn, s in zip(self.rnns, states, strict=False):
             x, s = rnn(x, s)
             new.append(s)
         return x, new
@@ -92,7 +92,7 @@ class Decoder(nn.Module):
     def forward(self, b: Tensor, states: list[State | None]) -> tuple[Tensor, list[State]]:
         x = self.conv_in(b)
         new: list[State] = []
-        for rnn, s in zip(self.rnns, states):
+        for rnn, s in zip(self.rnns, states, strict=False):
             x, s = rnn(x, s)
             x = nn.functional.pixel_shuffle(x, 2)
             new.append(s)
@@ -121,6 +121,7 @@ class GainEstimator(nn.Module):
         # one output channel sums in an order that depends on the thread count, so decoded
         # pixels differed between 1 and 2 threads; this sum does not.
         head = self.net[-1]
+        assert isinstance(head, nn.Conv2d) and head.bias is not None  # as __init__ builds it
         g = (self.net[:-1](recon) * head.weight.view(1, -1, 1, 1)).sum(1, keepdim=True)
         g = nn.functional.elu(g + head.bias.view(1, 1, 1, 1)) + 2
         return nn.functional.interpolate(g, scale_factor=8, mode="nearest")

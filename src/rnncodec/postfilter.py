@@ -6,12 +6,10 @@ their adaptive loop filters), sharpens it back. The encoder knows the original, 
 filter for MS-SSIM (least squares first, then L-BFGS on 1 − MS-SSIM), quantizes it to 225
 one-byte weights and 3 one-byte offsets, and keeps it only when it is worth its bytes (``worth``).
 The filter applies to the image after the file's last iteration only: a file cut shorter, or
-decoded with fewer iterations, shows the networks' image as before.
+decoded with fewer iterations, shows the networks' image unfiltered.
 
-Measured on held-out training photos after 8 iterations (choices made there, never on Kodak):
-the stored filter raised MS-SSIM by 0.18 dB on 6 of them (0.19 before quantization; least
-squares alone 0.12 dB). On 8, with 100 Adam steps in place of L-BFGS, a 5×5 window gained
-0.16 dB, 3×3 0.09 and 7×7 0.17 (twice the bytes); one 5×5 filter per channel, 0.10.
+The window, the fit and the weights' step were chosen on held-out training photos, never on
+the evaluation images (docs/training-log.md, "Per-image filter").
 """
 
 from __future__ import annotations
@@ -29,20 +27,19 @@ from .errors import FormatError
 from .metrics import MS_SSIM_MIN_SIDE, ms_ssim, ms_ssim_db, ms_ssim_tensor
 
 KERNEL = 5
-MAX_SHIFT = 12  # weights in steps of 2⁻ˢ, s the largest ≤ 12 that keeps them in int8 (7 or 8 for
-# fitted ones, which stay within ±0.6: steps of 2⁻⁶ cost 0.1 dB of the gain, 2⁻⁷ 0.02, 2⁻⁸ 0.01)
+MAX_SHIFT = 12  # weights in steps of 2⁻ˢ, s the largest ≤ 12 that keeps them in int8: the
+# finest step the weights allow, since coarser steps lose part of the gain
 BIAS_STEP = 1 / 8  # offsets in eighths of a level (int8: up to ±15.9)
 # The fit, and the judgement whether the filter pays, see at most a centred 768×768 crop (the
-# L-BFGS steps' autograd holds about 1 KB per pixel), and one filter serves a whole photo
+# L-BFGS steps' autograd grows with the pixels), and one filter serves a whole photo
 FIT_SIDE = 768
 # How the filter is fitted, in the evaluation's cache key (a new fit re-runs it)
 FIT = "5×5, least squares then L-BFGS 25 on MS-SSIM"
-FIT_ITERATIONS = 25  # L-BFGS: 0.01 dB more than 100 Adam steps on 6 held-out photos, in a third
-# of the time
+FIT_ITERATIONS = 25  # L-BFGS iterations: as close a fit as many more Adam steps, in less time
 STRIP = 256  # rows filtered at once when decoding, so memory stays a few bytes per pixel
 _HEAD = struct.Struct(">BB")  # kernel side, weight shift
 # Smaller images get no filter: MS-SSIM falls back to one scale there, and a fit for that alone
-# sharpens too much (on a 64×80 test image: SSIM up, PSNR 4 dB down)
+# sharpens too much (SSIM up, PSNR well down)
 MIN_SIDE = MS_SSIM_MIN_SIDE
 
 

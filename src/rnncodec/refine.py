@@ -6,13 +6,12 @@ those signs and takes gradient steps on the soft values through the decoder (the
 the gradient straight through), scoring each candidate by the training objective over this
 iteration and the next ``LOOKAHEAD`` ones of the closed loop, plus what the bits would cost.
 Without the look-ahead, bits tuned for one iteration leave the networks in a state that later
-iterations repair at a cost (held-out crops lost 0.001 MS-SSIM after 5–8 iterations). The
+iterations must repair, and the early gain turns into a loss a few iterations on. The
 best-scoring candidate is kept, so the score is never worse than that of the encoder's own
-bits. Decoding is unchanged: files stay readable by every decoder of the model, bit for bit as
-before.
+bits. Decoding is unchanged: files stay readable by every decoder of the model.
 
-The gain is at low rates: on Kodak, searching the first two iterations (``effort=2``) added
-0.009 MS-SSIM after one iteration (0.098 bpp) and 0.003 after two, little from 0.45 bpp on.
+The gain is at low rates, where each bit carries most; the settings below were tuned on
+held-out training photos (docs/training-log.md, "Encoder bit search").
 """
 
 from __future__ import annotations
@@ -25,18 +24,16 @@ from torch import Tensor
 
 from .frameworks import CodingState, RNNCompressor, ms_ssim_loss, residual_loss
 
-STEPS = 10  # 5 steps (Adam step 0.1) found half the gain on held-out crops
-LOOKAHEAD = 2
+STEPS = 10  # gradient steps per searched iteration: fewer, even larger ones, find less
+LOOKAHEAD = 2  # later iterations each candidate is scored on (see above)
 STEP = 0.05  # Adam's step on the soft values, which live in [-1, 1]
 MS_SSIM_WEIGHT = 3.0  # the shipped model's training objective: L1 + 3 × (1 − MS-SSIM)
-# Weight of the candidate's bits per pixel in its score: searched bits repeat less, so the entropy
-# coder saves less on them (on 12 held-out photos, one searched iteration cost 6.7% more bytes
-# after it; weighted 1 or 3, 3.5% or 2.3%, for BD-rates over 4 iterations of −3.5% and −3.6%
-# instead of −2.6%).
+# Weight of the candidate's bits per pixel in its score: searched bits repeat less, so the
+# entropy coder saves less on them, and without this term the search buys quality with bytes.
 RATE_WEIGHT = 3.0
-# The search's autograd holds about 4.4 GB per megapixel searched at once (1.7 GB over the plain
-# encode for a Kodak image), so with a search ``tile=None`` tiles images over about 0.5 MP
-# (tiling.SEARCH_TILE_PIXELS) and searches one tile at a time.
+# The search's autograd holds the networks' activations for every candidate step, far more
+# memory per pixel than a plain encode, so with a search ``tile=None`` tiles smaller images
+# (defaults.SEARCH_TILE_PIXELS) and searches one tile at a time.
 
 
 def signs(soft: Tensor) -> Tensor:

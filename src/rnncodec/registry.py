@@ -48,7 +48,7 @@ class ModelSpec:
 MODELS: dict[str, ModelSpec] = {
     s.name: s for s in [
         ModelSpec("rgru-rs-w25", ModelConfig("residual-gru", "residual-scaling", 0.25),
-                  "Residual GRU, residual scaling, width 0.25; CPU + H200 training (see its card)"),
+                  "Residual GRU, residual scaling, width 0.25 (see its model card)"),
     ]
 }
 DEFAULT_MODEL = "rgru-rs-w25"

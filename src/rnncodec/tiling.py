@@ -26,22 +26,22 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .defaults import (
+    AUTO_TILE_PIXELS,
+    BLOCK,
+    DEFAULT_TILE,
+    MAX_REGION_PIXELS,
+    MAX_TILE,
+    MIN_TILE,
+)
 from .errors import ArgumentError
 
-if TYPE_CHECKING:  # numpy is imported where pixels are placed: the format needs only geometry
+if TYPE_CHECKING:  # numpy is imported where pixels are placed: the geometry needs none
     import numpy as np
 
-BLOCK = 16
+# The tile sides (BLOCK, MIN_TILE, MAX_TILE, DEFAULT_TILE) and the region limits live in
+# defaults.py, which the format and the command line read too.
 CONTEXT = 2  # blocks of context above and left of each tile (format version 2)
-MIN_TILE = 64
-MAX_TILE = 0xFFF0  # the largest multiple of 16 in the header's 16-bit field
-DEFAULT_TILE = 512
-# The most pixels, in whole blocks, the networks run over in one region: an untiled image, or
-# one tile with its context. Their memory grows with it, so the encoder never writes a file
-# that needs more and the decoder refuses one that does.
-MAX_REGION_PIXELS = 1 << 21
-AUTO_TILE_PIXELS = MAX_REGION_PIXELS  # tile=None tiles every image that could not run whole
-SEARCH_TILE_PIXELS = 1 << 19  # ... and with the bit search, which needs far more (refine.py)
 SEAM = 4  # pixels before a tile border where the next tile's view is mixed in
 
 

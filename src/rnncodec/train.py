@@ -1,7 +1,8 @@
 """Training: random downscaled crops of photos, the paper's L1 residual loss, Adam.
 
 Short enough to read in one sitting. Checkpoints hold model and optimizer state and the step,
-written atomically, so a run can resume; ``export`` writes the fp16 safetensors that ship.
+written atomically, so a run can resume; ``export.py`` turns them into the fp16 safetensors that
+ship.
 
 At scale (all off by default): ``hard_patches`` mines hard-to-compress patches as the paper
 does, ``amp`` runs the forward in bf16, ``compile`` uses ``torch.compile``, ``tensorboard``
@@ -32,9 +33,8 @@ import struct
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from PIL import Image
@@ -43,10 +43,6 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from .adaptive import TRAIN_STOP_DB, block_quality, still_active
-from .codec import iterate_codes
-from .entropy import PRIOR_KEY
-from .entropy.context import fit_prior
-from .entropy.neural import ContextNet, code_length, quantize, training_batch
 from .errors import InputMissingError, ModelError
 from .frameworks import (
     ModelConfig,
@@ -149,7 +145,7 @@ def split_photos(paths: list[Path], root: str | Path, n_val: int) -> tuple[list[
 
 
 def load_pool(paths: list[Path], min_side: int = 128) -> list[Tensor]:
-    """Decode every photo once into uint8 3×H×W tensors (1,500 photos are under 1 GB).
+    """Decode every photo once into uint8 3×H×W tensors (a training set fits in memory so).
 
     Photos smaller than ``min_side`` (a few thumbnails in ImageNet samples) are skipped; a file
     that does not decode stops the run with an ImageError naming it (before any step is taken).
@@ -286,7 +282,8 @@ def load_checkpoint(path: Path) -> tuple[dict, RNNCompressor]:
     try:
         state = torch.load(path, weights_only=True, map_location="cpu")
         if not isinstance(state, dict):
-            raise TypeError(f"it holds a {type(state).__name__}, not a dict of settings and weights")
+            raise TypeError(f"it holds a {type(state).__name__}, not a dict of settings and "
+                            "weights")
         cfg = state["config"]
         model = RNNCompressor(ModelConfig(cfg["cell"], cfg["framework"], cfg["width"]))
         model.load_state_dict(state["model"])
@@ -329,7 +326,7 @@ def wrap(model: RNNCompressor, world: int, compiled: bool) -> nn.Module:
     if world > 1:
         dev = next(model.parameters()).device
         net = DistributedDataParallel(model, device_ids=[dev] if dev.type == "cuda" else None)
-    return torch.compile(net) if compiled else net
+    return cast(nn.Module, torch.compile(net)) if compiled else net
 
 
 def _layout(cfg: TrainConfig) -> torch.memory_format:
@@ -369,7 +366,7 @@ def train_step(net: nn.Module, batch: Tensor, cfg: TrainConfig) -> Tensor:
     recons = [r.float() for r in recons]
     terms = [(cfg.l1, residual_loss), (cfg.ms_ssim, ms_ssim_loss), (cfg.psnr_db, psnr_db_loss),
              (cfg.ms_ssim_db, ms_ssim_db_loss)]
-    loss = sum(w * fn(batch, recons) for w, fn in terms if w)
+    loss = cast(Tensor, sum(w * fn(batch, recons) for w, fn in terms if w))  # a weight is > 0
     loss.backward()
     return loss
 
@@ -390,22 +387,24 @@ def tensorboard_writer(out: Path) -> SummaryWriter | None:
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        print("tensorboard is not installed (pip install rnncodec[train]); logging to "
+        print("tensorboard is not installed (pip install 'rnncodec[train]'); logging to "
               "log.csv only", flush=True)
         return None
     return SummaryWriter(str(out / "tensorboard"))
 
 
 def log_validation(model: RNNCompressor, val: Tensor, cfg: TrainConfig, step: int, loss: float,
-                   rate: float, skipped: int, log: io.TextIOWrapper, tb: SummaryWriter | None,
+                   rate: float, skipped: int, log: io.TextIOWrapper | None,
+                   tb: SummaryWriter | None,
                    bar: tqdm) -> None:
     """Validate, then write a log.csv row, a line above the progress bar and TensorBoard
     scalars."""
     psnr, ssim = validate(model, val, cfg.iterations)
     row = ([step, f"{loss:.5f}", f"{rate:.1f}"] + [f"{p:.2f}" for p in psnr]
            + [f"{v:.4f}" for v in ssim])
-    csv.writer(log).writerow(row)
-    log.flush()
+    if log is not None:  # None on the ranks that do not log
+        csv.writer(log).writerow(row)
+        log.flush()
     shown = sorted({1, 4, 8, cfg.iterations} & set(range(1, len(psnr) + 1)))
     with bar.external_write_mode():  # the line above the bar, flushed for log files
         print(f"step {step} loss {loss:.4f} {rate:.0f} patches/s val "
@@ -415,7 +414,7 @@ def log_validation(model: RNNCompressor, val: Tensor, cfg: TrainConfig, step: in
     if tb is not None:
         tb.add_scalar("loss", loss, step)
         tb.add_scalar("patches_per_s", rate, step)
-        for i, (p, v) in enumerate(zip(psnr, ssim), 1):
+        for i, (p, v) in enumerate(zip(psnr, ssim, strict=True), 1):
             tb.add_scalar(f"val_psnr/it{i:02d}", p, step)
             tb.add_scalar(f"val_ms_ssim/it{i:02d}", v, step)
         tb.flush()
@@ -440,7 +439,8 @@ def train(cfg: TrainConfig) -> Path:
         raise InputMissingError(f"need photos of at least 128×128 pixels under {cfg.data}")
     side = min([cfg.val_crop] + [min(v.shape[1:]) for v in val_pool]) // 16 * 16  # small photos
     val = center_crops(val_pool, side).to(dev)
-    model = RNNCompressor(cfg.model_config()).to(dev, memory_format=_layout(cfg))
+    model = RNNCompressor(cfg.model_config())
+    model.to(dev, memory_format=_layout(cfg))  # type: ignore[call-overload]  # not in the stubs
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     out = Path(cfg.out)
     step, ckpt, done = 0, out / "checkpoint.pt", 0.0
@@ -455,14 +455,14 @@ def train(cfg: TrainConfig) -> Path:
         torch.set_rng_state(state["rng"])
         rng.setstate(state["py_rng"])
     elif cfg.init:  # e.g. continue the shipped model, or grow it into a wider one
-        start = load_model(cfg.init).net.float()
+        src = load_model(cfg.init).net.float()
         try:
-            grow(start, model)
+            grow(src, model)
         except ValueError as e:
-            raise ModelError(f"{cfg.init} is a {start.config}, not this run's {model.config} "
+            raise ModelError(f"{cfg.init} is a {src.config}, not this run's {model.config} "
                              f"({e})") from None
-        if start.config.width != cfg.width and rank == 0:
-            print(f"grown from width {start.config.width} to {cfg.width}: the same reconstructions "
+        if src.config.width != cfg.width and rank == 0:
+            print(f"grown from width {src.config.width} to {cfg.width}: the same reconstructions "
                   "to start with, the new channels' outgoing weights at zero", flush=True)
     out.mkdir(parents=True, exist_ok=True)  # only once data, settings and weights proved usable
     if world > 1:  # each rank its own patches and binarizer noise, derived from the shared state
@@ -517,7 +517,8 @@ def train(cfg: TrainConfig) -> Path:
     weights = out / "model.safetensors"
     if main:
         save_checkpoint(ckpt, model, opt, step, cfg, rng, (time.time() - start) / 60)
-        log.close()
+        if log is not None:
+            log.close()
         if tb is not None:
             tb.close()
         save_weights(model.cpu(), weights)
@@ -528,80 +529,3 @@ def train(cfg: TrainConfig) -> Path:
         dist.barrier()
         dist.destroy_process_group()
     return weights
-
-
-def export(checkpoint: Path, out: Path, data: str, name: str, images: int = 32,
-           coder_images: int = 400, coder_steps: int = 9000, crop: int = 256) -> bytes:
-    """Write a checkpoint (or a run's model.safetensors) as shippable fp16 safetensors with both
-    entropy coders' tables.
-
-    The context coder's prior and the neural coder's network are fitted on the codes that the
-    fp16 weights produce for training photos (never evaluation images); returns the digest.
-    """
-    if checkpoint.suffix == ".safetensors":  # a run's weights alone (all a lent GPU may return)
-        model = load_model(str(checkpoint)).net
-    else:
-        model = load_checkpoint(checkpoint)[1]
-    save_weights(model, out, name)
-    loaded = load_model(str(out))
-    paths = list_images(data)
-    random.Random(0).shuffle(paths)
-    samples = []
-    for path in paths[:images]:
-        steps = iterate_codes(loaded, load_image(path)[0])
-        codes = [next(steps)[0] for _ in range(16)]
-        samples += [(c, codes[:i]) for i, c in enumerate(codes)]
-    tables = {PRIOR_KEY: torch.from_numpy(fit_prior(samples).astype(np.int16))}
-    codes = collect_codes(str(out), data, coder_images, crop)
-    if len(codes) == 0:
-        raise InputMissingError(f"no photos of at least {crop}×{crop} pixels under {data}")
-    net = train_context_net(codes, coder_steps)
-    tables.update(quantize(net))
-    load_model.cache_clear()
-    return save_weights(loaded.net, out, name, tables=tables)
-
-
-def collect_codes(model_path: str, data: str, images: int, crop: int = 256,
-                  iterations: int = 16, seed: int = 0) -> torch.Tensor:
-    """Codes (N×T×32×h×w, ±1 int8) the frozen image model gives for centre crops of photos."""
-    loaded = load_model(model_path)
-    paths = list_images(data)
-    random.Random(seed).shuffle(paths)
-    out = []
-    for path in paths:
-        rgb = load_image(path)[0]
-        h, w = rgb.shape[:2]
-        if min(h, w) < crop:
-            continue
-        y, x = (h - crop) // 2, (w - crop) // 2
-        steps = iterate_codes(loaded, rgb[y:y + crop, x:x + crop])
-        out.append(np.stack([next(steps)[0] for _ in range(iterations)]))
-        if len(out) == images:
-            break
-    if not out:
-        return torch.zeros(0)
-    return torch.from_numpy(np.stack(out).astype(np.int8) * 2 - 1)
-
-
-def train_context_net(codes: torch.Tensor, steps: int = 2000, batch: int = 16, lr: float = 2e-3,
-                      seed: int = 0, log_every: int = 200) -> ContextNet:
-    """Fit the neural entropy coder's network on code length (bits), one step type per batch."""
-    torch.manual_seed(seed)
-    rng = random.Random(seed)
-    net = ContextNet()
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    n, iters = codes.shape[:2]
-    for i in range(steps):
-        for group in opt.param_groups:
-            group["lr"] = lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * i / steps)))
-        idx = torch.tensor(rng.sample(range(n), min(batch, n)))
-        t, step = rng.randrange(iters), rng.randrange(8)
-        x, y, mask = training_batch(codes[idx].float(), t, step)
-        loss = code_length(net(x), y, mask) / mask.sum()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if (i + 1) % log_every == 0:
-            print(f"context net step {i + 1}: {loss.item():.4f} bits/bit", flush=True)
-    return net
-

@@ -1,11 +1,10 @@
 """Coder 3: each iteration with whichever coder makes it smallest, named in its first byte.
 
-No one coder wins everywhere: on Kodak, with the shipped weights, the neural coder saves most
-at the first two iterations and the adaptive context coder, whose per-image counts pay off, at
-nearly all the others (per iteration: benchmarks/entropy_coders.json), and `best` beats both
-over all iterations (3.2% of the raw bits saved, against 2.8% and 2.5%). The encoder tries
-every coder it has on an iteration's codes and keeps the shortest payload, so a file is never
-larger than with any single one of them, for one byte per iteration. The decoder needs no
+No one coder wins everywhere: the neural coder, which learned what early codes look like, tends
+to win at the first iterations, and the adaptive context coder, whose per-image counts pay off,
+at later ones (benchmarks/entropy_coders.py measures them). The encoder tries every coder it has
+on an iteration's codes and keeps the shortest payload, so a file is never larger than with any
+single one of them, for one byte per iteration. The decoder needs no
 choice of its own: the byte says which coder reads the rest.
 """
 

@@ -117,7 +117,8 @@ class ContextCoder:
 
 
 def fit_prior(samples: list[tuple[np.ndarray, list[np.ndarray]]]) -> np.ndarray:
-    """A prior table (uint16 probabilities) from (codes, previous codes) pairs of training images."""
+    """A prior table (uint16 probabilities) from (codes, previous codes) pairs of training
+    images."""
     ones = np.zeros(N_CONTEXTS, np.int64)
     seen = np.zeros(N_CONTEXTS, np.int64)
     for codes, previous in samples:

@@ -73,6 +73,8 @@ def step_inputs(history: Tensor, codes: Tensor, known: Tensor) -> Tensor:
 class ContextNet(nn.Module):
     """The float network used for training: 3×3, 3×3, 1×1 convolutions, clipped ReLUs."""
 
+    clip: Tensor  # a buffer: the hidden layers' activation ranges
+
     def __init__(self) -> None:
         super().__init__()
         self.convs = nn.ModuleList([nn.Conv2d(IN_CHANNELS, HIDDEN, 3, padding=1),
@@ -81,7 +83,7 @@ class ContextNet(nn.Module):
         self.register_buffer("clip", torch.tensor([8.0, 8.0]))  # activation ranges
 
     def forward(self, x: Tensor) -> Tensor:
-        for conv, clip in zip(self.convs[:-1], self.clip):
+        for conv, clip in zip(self.convs[:-1], self.clip, strict=True):
             x = torch.clamp(conv(x), 0, float(clip))
         return self.convs[-1](x)
 
@@ -98,11 +100,13 @@ def quantize(net: ContextNet) -> dict[str, Tensor]:
     tables: dict[str, Tensor] = {}
     a_in = 1.0  # the first layer's inputs are exact integers
     for i, conv in enumerate(net.convs):
+        assert isinstance(conv, nn.Conv2d) and conv.bias is not None  # as ContextNet builds them
         w = conv.weight.detach().double()
         s = w.abs().amax(dim=(1, 2, 3)).clamp(min=1e-8) / 127
         a_out = float(net.clip[i]) / 255 if i < len(net.clip) else 1 / LOGIT_STEPS
         tables[f"{PREFIX}w{i}"] = torch.round(w / s[:, None, None, None]).to(torch.int8)
-        tables[f"{PREFIX}b{i}"] = torch.round(conv.bias.detach().double() / (s * a_in)).to(torch.int32)
+        bias = conv.bias.detach().double() / (s * a_in)
+        tables[f"{PREFIX}b{i}"] = torch.round(bias).to(torch.int32)
         tables[f"{PREFIX}m{i}"] = torch.round(s * a_in / a_out * (1 << SHIFT)).to(torch.int32)
         a_in = a_out
     logits = torch.arange(-LOGIT_MAX, LOGIT_MAX + 1, dtype=torch.float64) / LOGIT_STEPS

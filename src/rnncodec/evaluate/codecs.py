@@ -20,8 +20,8 @@ import PIL
 from PIL import Image, features
 
 from .. import codec as rnn
+from .. import engine, refine
 from .. import postfilter as filters
-from .. import refine
 from ..zoo import load_model
 from .measure import Meter
 
@@ -203,12 +203,12 @@ def behaviour(model: str, effort: int, postfilter: bool) -> tuple[bytes, str]:
     of the whole probe, two iterations (entropy coders and format); and, with ``postfilter``,
     the filter fitted to that file's image, whether or not it would pay. It is in the cache key,
     so a change to any of these re-runs the points although the weights and options stay the
-    same: stop 24's encoder fix moved the reconstruction by 1e-7 (floats of the 64×64 corner)
-    and changed bits of 19 Kodak files, but no file of a probe this small.
+    same. The reconstruction's floats are in it because a change in the encoder's arithmetic
+    can move a large image's bits while leaving every file of a probe this small as it was.
     """
     card = probe_image()
     digest = hashlib.sha256()
-    steps = rnn.iterate_codes(load_model(model), card[:64, :64], effort=min(effort, 1))
+    steps = engine.iterate_codes(load_model(model), card[:64, :64], effort=min(effort, 1))
     for _ in range(2):
         codes, recon = next(steps)
         digest.update(codes.tobytes() + recon.numpy().tobytes())

@@ -18,8 +18,8 @@ curve. Negative means fewer bits than JPEG 4:2:0 for the same quality.
 
 BD-rate over a fixed interval: the same log-rate difference (PCHIP), averaged over a quality
 interval fixed per metric (``Metric.interval``: MS-SSIM 0.93–0.99, PSNR 26–33 dB, PSNR-HVS
-26–37 dB, where JPEG 4:2:0 spans about 0.25–1.6 bpp) instead of over the overlap of the two
-curves, which hides a curve that stops rising. Where a curve does not reach across the whole
+26–37 dB, the qualities JPEG 4:2:0 reaches at useful rates) instead of over the overlap of the
+two curves, which hides a curve that stops rising. Where a curve does not reach across the whole
 interval, the part both reach is used and named.
 """
 
