@@ -715,3 +715,37 @@ def test_train_step_with_stops_runs_and_validates_its_fraction() -> None:
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
     with pytest.raises(ValueError, match="stops must be in"):
         TrainConfig(stops=1.5)
+
+
+def test_sigterm_stops_at_a_step_boundary_with_a_checkpoint(photos: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    """A signal during a step lets the step finish, writes the checkpoint and weights, then
+    ends as an interrupt; the run resumes from that step."""
+    import os
+    import signal
+
+    from rnncodec import train as training
+
+    calls = []
+    real_step = training.train_step
+
+    def step_then_signal(net, batch, cfg):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)  # arrives in the middle of the third step
+        return real_step(net, batch, cfg)
+
+    monkeypatch.setattr(training, "train_step", step_then_signal)
+    before = signal.getsignal(signal.SIGTERM)
+    cfg = _config(photos, tmp_path / "run", steps=100)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg)
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert len(calls) == 3
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert state["step"] == 3
+    assert (tmp_path / "run" / "model.safetensors").exists()
+    monkeypatch.setattr(training, "train_step", real_step)
+    train(replace(cfg, steps=5))  # resumes at step 3
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["step"] == 5

@@ -29,8 +29,12 @@ import math
 import os
 import pickle
 import random
+import signal
 import struct
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
@@ -420,6 +424,29 @@ def log_validation(model: RNNCompressor, val: Tensor, cfg: TrainConfig, step: in
         tb.flush()
 
 
+@contextmanager
+def stop_requests() -> Iterator[Callable[[], bool]]:
+    """SIGINT and SIGTERM ask the loop to stop at the next step boundary, where a checkpoint is
+    written, instead of interrupting a step half done (and losing the steps since the last
+    checkpoint). Yields whether a stop was asked; the handlers are restored on exit. Outside
+    the main thread, where Python cannot catch signals, nothing is ever asked."""
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    asked = False
+
+    def ask(signum: int, frame: object) -> None:
+        nonlocal asked
+        asked = True
+
+    old = {s: signal.signal(s, ask) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield lambda: asked
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
 def train(cfg: TrainConfig) -> Path:
     """Run (or resume) training; returns the path of the exported fp16 weights.
 
@@ -480,39 +507,44 @@ def train(cfg: TrainConfig) -> Path:
     if main and step == 0 and cfg.init:  # where the run starts, for comparison
         log_validation(model, val, cfg, 0, float("nan"), 0.0, 0, log, tb, bar)
     model.train()
-    while step < cfg.steps:
-        elapsed = (time.time() - start) / 60
-        if world > 1 and cfg.minutes:  # rank 0's clock, so all ranks agree on lr and stop
-            clock = torch.tensor([elapsed], device=dev)
-            dist.broadcast(clock, 0)
-            elapsed = clock.item()
-        if cfg.minutes and elapsed > cfg.minutes:
-            break
-        progress = max(step / cfg.steps, elapsed / cfg.minutes if cfg.minutes else 0)
-        lr = cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1))))
-        for group in opt.param_groups:  # warm-up, then cosine decay to 5% over the run
-            group["lr"] = lr * min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else lr
-        batch = (bank_batch(bank, cfg.batch) if bank is not None
-                 else draw_batch(train_pool, cfg, rng).to(dev, non_blocking=True))
-        batch = batch.contiguous(memory_format=_layout(cfg))
-        opt.zero_grad(set_to_none=True)
-        loss = train_step(net, batch, cfg)
-        if torch.isfinite(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)):
-            opt.step()  # a non-finite gradient (e.g. MS-SSIM at a zero contrast) is skipped
-        else:
-            skipped += 1
-        step += 1
-        bar.update(cfg.batch * world)
-        if step % 10 == 0 and not bar.disable:
-            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
-        if main and (step % cfg.val_every == 0 or step == cfg.steps):
-            rate = world * (step - last_step) * cfg.batch / max(time.time() - last_val, 1e-9)
-            last_val, last_step = time.time(), step
-            log_validation(model, val, cfg, step, loss.item(), rate, skipped, log, tb, bar)
-        if main and (step % cfg.val_every == 0 or step == cfg.steps
-                     or time.time() - last_save > 60 * cfg.checkpoint_minutes):
-            save_checkpoint(ckpt, model, opt, step, cfg, rng, (time.time() - start) / 60)
-            last_save = time.time()
+    interrupted = False
+    with stop_requests() if world == 1 else nullcontext(lambda: False) as stop_asked:
+        while step < cfg.steps:
+            if stop_asked():
+                interrupted = True
+                break
+            elapsed = (time.time() - start) / 60
+            if world > 1 and cfg.minutes:  # rank 0's clock, so all ranks agree on lr and stop
+                clock = torch.tensor([elapsed], device=dev)
+                dist.broadcast(clock, 0)
+                elapsed = clock.item()
+            if cfg.minutes and elapsed > cfg.minutes:
+                break
+            progress = max(step / cfg.steps, elapsed / cfg.minutes if cfg.minutes else 0)
+            lr = cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1))))
+            for group in opt.param_groups:  # warm-up, then cosine decay to 5% over the run
+                group["lr"] = lr * min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else lr
+            batch = (bank_batch(bank, cfg.batch) if bank is not None
+                     else draw_batch(train_pool, cfg, rng).to(dev, non_blocking=True))
+            batch = batch.contiguous(memory_format=_layout(cfg))
+            opt.zero_grad(set_to_none=True)
+            loss = train_step(net, batch, cfg)
+            if torch.isfinite(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)):
+                opt.step()  # a non-finite gradient (e.g. MS-SSIM at a zero contrast) is skipped
+            else:
+                skipped += 1
+            step += 1
+            bar.update(cfg.batch * world)
+            if step % 10 == 0 and not bar.disable:
+                bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+            if main and (step % cfg.val_every == 0 or step == cfg.steps):
+                rate = world * (step - last_step) * cfg.batch / max(time.time() - last_val, 1e-9)
+                last_val, last_step = time.time(), step
+                log_validation(model, val, cfg, step, loss.item(), rate, skipped, log, tb, bar)
+            if main and (step % cfg.val_every == 0 or step == cfg.steps
+                         or time.time() - last_save > 60 * cfg.checkpoint_minutes):
+                save_checkpoint(ckpt, model, opt, step, cfg, rng, (time.time() - start) / 60)
+                last_save = time.time()
     bar.close()
     weights = out / "model.safetensors"
     if main:
@@ -522,10 +554,14 @@ def train(cfg: TrainConfig) -> Path:
         if tb is not None:
             tb.close()
         save_weights(model.cpu(), weights)
+        if interrupted:
+            print(f"stopped at step {step}; the checkpoint in {out} resumes the run", flush=True)
     if world > 1:  # no rank returns before rank 0's files exist: a resume must find them
         # The DDP wrapper holds the process group: free it first, so that the group is torn
         # down here, by destroy, and not later when this frame ends.
         del net
         dist.barrier()
         dist.destroy_process_group()
+    if interrupted:  # saved: now end as an interrupted command does
+        raise KeyboardInterrupt
     return weights
