@@ -543,3 +543,25 @@ def test_iterating_codes_leaves_gradients_on_in_the_caller(tiny_model: str) -> N
     codes, _ = next(steps)
     assert codes.shape == (32, 1, 1)
     assert torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
+
+
+def test_a_primed_model_decodes_what_its_encoder_reconstructed(models_dir: Path,
+                                                                rgb: np.ndarray) -> None:
+    """Priming runs inside the decoder step both sides share: the encoder's closed loop and
+    the decoder agree, tiled or not (a plain model refuses the file: test_zoo's digest test)."""
+    from conftest import TINY_WIDTH
+
+    from rnncodec.engine import iterate_codes
+    from rnncodec.frameworks import ModelConfig, RNNCompressor
+    from rnncodec.images import to_array
+
+    torch.manual_seed(0)
+    path = models_dir / "primed.safetensors"
+    zoo.save_weights(RNNCompressor(ModelConfig(width=TINY_WIDTH, prime=2)), path, name="primed")
+    model = zoo.load_model(str(path))
+    _, recon = next(iterate_codes(model, rgb))
+    data = codec.compress(rgb, iterations=1, model=str(path), tile=0)
+    decoded = np.asarray(codec.decompress(data, model=str(path)))
+    np.testing.assert_array_equal(decoded, to_array(recon, *rgb.shape[:2]))
+    tiled = codec.compress(rgb, iterations=2, model=str(path), tile=64)
+    assert np.asarray(codec.decompress(tiled, model=str(path))).shape == rgb.shape

@@ -38,6 +38,8 @@ def test_config_defaults_and_dict() -> None:
     ({"width": 0}, "width"),
     ({"width": -1}, "width"),
     ({"width": 4.5}, "width"),
+    ({"prime": -1}, "prime"),
+    ({"prime": 9}, "prime"),
 ])
 def test_config_validation(kw: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
@@ -273,3 +275,47 @@ def test_grow_refuses_what_it_cannot_keep(small: ModelConfig, wide: ModelConfig,
                                           match: str) -> None:
     with pytest.raises(ValueError, match=match):
         grow(RNNCompressor(small), RNNCompressor(wide))
+
+
+def test_an_unprimed_config_is_stored_as_before_and_a_primed_one_round_trips() -> None:
+    assert "prime" not in ModelConfig().to_dict()
+    primed = ModelConfig(prime=2)
+    assert primed.to_dict()["prime"] == 2
+    assert ModelConfig(**primed.to_dict()) == primed
+
+
+def test_priming_runs_extra_decoder_steps_on_the_first_bits_only() -> None:
+    """A primed model's first reconstruction comes after ``prime`` decoder steps on the first
+    bits whose outputs are dropped; later iterations decode one step each."""
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    plain = RNNCompressor(ModelConfig(width=TINY_WIDTH)).eval()
+    primed = RNNCompressor(ModelConfig(width=TINY_WIDTH, prime=2)).eval()
+    primed.load_state_dict(plain.state_dict())
+    x = _image(h=32, w=32)
+    with torch.no_grad():
+        got = primed(x, 3, False)
+        state = plain.initial_state(x)
+        expected = []
+        for t in range(3):
+            bits, state = plain.encode_step(x, state, False)
+            if t == 0:
+                dec = state.dec
+                for _ in range(2):
+                    _, dec = plain.decoder(bits, dec)
+                state = replace(state, dec=dec)
+            state = plain.decode_step(bits, state)
+            expected.append(state.recon)
+        unprimed = plain(x, 3, False)
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, e)
+    assert not torch.equal(got[0], unprimed[0])
+
+
+def test_grow_may_add_priming_to_trained_weights() -> None:
+    src = build_tiny()
+    dst = RNNCompressor(ModelConfig(width=TINY_WIDTH, prime=1))
+    grow(src, dst)
+    for (k, a), b in zip(src.state_dict().items(), dst.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k

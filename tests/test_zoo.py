@@ -109,3 +109,20 @@ def test_weights_that_do_not_fit_the_config(tmp_path: Path) -> None:
     save_file(tensors, str(path), metadata={"config": json.dumps(config), "name": "mm"})
     with pytest.raises(ModelError, match="do not fit model 'mm'"):
         zoo.load_model(str(path))
+
+
+def test_priming_is_part_of_the_weights_digest(tmp_path: Path) -> None:
+    """The same tensors primed decode other pixels, so a file made by one is refused by the
+    other: their digests differ; an unprimed model's digest is the tensors' alone."""
+    from rnncodec.frameworks import ModelConfig, RNNCompressor
+
+    torch.manual_seed(0)
+    plain = RNNCompressor(ModelConfig(width=TINY_WIDTH))
+    primed = RNNCompressor(ModelConfig(width=TINY_WIDTH, prime=2))
+    primed.load_state_dict(plain.state_dict())
+    d_plain = zoo.save_weights(plain, tmp_path / "plain.safetensors")
+    d_primed = zoo.save_weights(primed, tmp_path / "primed.safetensors")
+    assert d_plain != d_primed
+    loaded = zoo.load_model(str(tmp_path / "primed.safetensors"))
+    assert loaded.net.config.prime == 2 and loaded.digest == d_primed
+    assert zoo.load_model(str(tmp_path / "plain.safetensors")).digest == d_plain

@@ -79,8 +79,14 @@ class RNNCompressor(nn.Module):
         return self.binarizer.soft(features), state
 
     def decode_step(self, bits: Tensor, state: CodingState) -> CodingState:
-        """The next reconstruction from this iteration's bits (N×32×H/16×W/16 in {-1, +1})."""
-        out, dec = self.decoder(bits, state.dec)
+        """The next reconstruction from this iteration's bits (N×32×H/16×W/16 in {-1, +1}).
+        A primed model first runs ``config.prime`` decoder steps on the first iteration's bits,
+        keeping only their hidden state."""
+        dec = state.dec
+        if self.config.prime and dec[0] is None:  # the first iteration
+            for _ in range(self.config.prime):
+                _, dec = self.decoder(bits, dec)
+        out, dec = self.decoder(bits, dec)
         if self.config.framework == "one-shot":
             recon = out * 0.5
         else:
@@ -120,8 +126,9 @@ def grow(src: RNNCompressor, dst: RNNCompressor) -> None:
     hidden size can grow (not the associative LSTM, whose memory is in complex halves).
     """
     a, b = src.config, dst.config
-    if replace(a, width=b.width) != b or a.width > b.width:
-        raise ValueError(f"cannot grow a {a} into a {b}: only the width may grow")
+    if replace(a, width=b.width, prime=b.prime) != b or a.width > b.width:
+        raise ValueError(f"cannot grow a {a} into a {b}: only the width may grow (and the "
+                         "priming change)")
     gates = CELLS[a.cell].gate_factor
     if gates != int(gates):
         raise ValueError(f"a {a.cell} cell cannot grow (its gates are not whole channel blocks)")

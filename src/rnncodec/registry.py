@@ -12,6 +12,7 @@ from pathlib import Path
 CELL_NAMES = ("lstm", "assoc-lstm", "gru", "residual-gru")  # cells.CELLS, in that order
 FRAMEWORKS = ("one-shot", "additive", "residual-scaling")
 WEIGHTS_DIR = Path(__file__).parent / "weights"
+MAX_PRIME = 8
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,9 @@ class ModelConfig:
     cell: str = "residual-gru"
     framework: str = "residual-scaling"
     width: float = 1.0
+    # decoder steps on the first iteration's bits before its reconstruction ("priming",
+    # Johnston et al. 2018): the hidden state gathers wider context, at that many extra steps
+    prime: int = 0
 
     def __post_init__(self) -> None:
         if self.cell not in CELL_NAMES:
@@ -29,9 +33,15 @@ class ModelConfig:
             raise ValueError(f"unknown framework {self.framework!r}; choose one of {FRAMEWORKS}")
         if not 0 < self.width <= 4:
             raise ValueError("width must be in (0, 4]")
+        if not 0 <= self.prime <= MAX_PRIME:
+            raise ValueError(f"prime must be between 0 and {MAX_PRIME} decoder steps")
 
     def to_dict(self) -> dict[str, str | float]:
-        return asdict(self)
+        """The stored form; ``prime`` only when set, so unprimed models' metadata is as before."""
+        d = asdict(self)
+        if not self.prime:
+            del d["prime"]
+        return d
 
 
 @dataclass(frozen=True)

@@ -103,6 +103,7 @@ class TrainConfig:
     ms_ssim_db: float = 0.0  # weight of −MS-SSIM in dB, each iteration alike
     channels_last: bool = False  # NHWC activations: oneDNN's faster layout on CPUs
     stops: float = 0.0  # fraction of images coded with adaptive block stops (``block_stops``)
+    prime: int = 0  # the model's priming steps (``ModelConfig.prime``)
 
     def __post_init__(self) -> None:
         if self.patch < 16 or self.patch % 16:
@@ -128,7 +129,7 @@ class TrainConfig:
         self.model_config()  # a bad cell, framework or width fails here, before data loads
 
     def model_config(self) -> ModelConfig:
-        return ModelConfig(self.cell, self.framework, self.width)
+        return ModelConfig(self.cell, self.framework, self.width, self.prime)
 
 
 def pack_name(path: Path, root: str | Path) -> str:
@@ -289,7 +290,8 @@ def load_checkpoint(path: Path) -> tuple[dict, RNNCompressor]:
             raise TypeError(f"it holds a {type(state).__name__}, not a dict of settings and "
                             "weights")
         cfg = state["config"]
-        model = RNNCompressor(ModelConfig(cfg["cell"], cfg["framework"], cfg["width"]))
+        model = RNNCompressor(ModelConfig(cfg["cell"], cfg["framework"], cfg["width"],
+                                          cfg.get("prime", 0)))
         model.load_state_dict(state["model"])
         return state, model
     except CHECKPOINT_ERRORS as e:

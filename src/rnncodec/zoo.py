@@ -31,9 +31,12 @@ class LoadedModel:
     tables: dict[str, torch.Tensor]  # learned entropy-coder tables, keyed "entropy.*"
 
 
-def weights_digest(tensors: dict[str, torch.Tensor]) -> bytes:
-    """SHA-256 (first 16 bytes) over the stored fp16 tensors: names, shapes and raw bytes."""
+def weights_digest(tensors: dict[str, torch.Tensor], prime: int = 0) -> bytes:
+    """SHA-256 (first 16 bytes) over the stored fp16 tensors: names, shapes and raw bytes, and
+    the priming steps when there are any (the same weights primed decode other pixels)."""
     h = hashlib.sha256()
+    if prime:
+        h.update(f"prime:{prime};".encode())
     for name in sorted(tensors):
         t = tensors[name].contiguous()
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
@@ -53,7 +56,7 @@ def save_weights(model: RNNCompressor, path: Path, name: str | None = None,
     save_file(tensors, str(tmp), metadata=meta)
     tmp.chmod(0o644)  # safetensors creates the file private; weights are meant to be shared
     tmp.replace(path)
-    return weights_digest(tensors)
+    return weights_digest(tensors, model.config.prime)
 
 
 def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -74,7 +77,7 @@ def _build(name: str, config: ModelConfig, tensors: dict[str, torch.Tensor]) -> 
     net.eval()
     for p in net.parameters():
         p.requires_grad_(False)
-    return LoadedModel(name, weights_digest(tensors), net, tables)
+    return LoadedModel(name, weights_digest(tensors, config.prime), net, tables)
 
 
 @lru_cache(maxsize=4)
