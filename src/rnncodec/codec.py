@@ -48,6 +48,9 @@ from .zoo import DEFAULT_MODEL, MODELS, LoadedModel, load_model
 # called with the number of iterations done so far (tiled: iterations' worth of tile work);
 # decompress calls it from its worker threads
 Progress = Callable[[int], None]
+# called with the file so far (a valid file, cut after the iteration just coded) and that cut's
+# decoded pixels (H×W×3 uint8), before the next iteration starts
+Arrival = Callable[[bytes, np.ndarray], None]
 
 
 @dataclass(frozen=True)
@@ -309,7 +312,7 @@ def compress(image: ImageSource, *, iterations: int | None = None, bpp: float | 
              ms_ssim: float | None = None, psnr: float | None = None,
              model: str = DEFAULT_MODEL, coder: str = AUTO, tile: int | None = None,
              effort: int = 0, postfilter: bool = False, max_pixels: int = MAX_PIXELS,
-             progress: Progress | None = None) -> bytes:
+             progress: Progress | None = None, on_iteration: Arrival | None = None) -> bytes:
     """Compress an image (PIL image, array, path or encoded bytes) to .rnnc bytes.
 
     Rate control: a fixed number of ``iterations`` (default 16, i.e. 2 bpp before entropy
@@ -336,6 +339,10 @@ def compress(image: ImageSource, *, iterations: int | None = None, bpp: float | 
     it is worth its bytes (postfilter.py); it costs about 240 bytes, an encode-time fit on a
     crop of at most 768×768 pixels and, for tiled images, a decode. Off by default: the gain is
     small for the encoding time.
+
+    ``on_iteration``: called after each iteration the file keeps, with the file cut there and
+    its decoded pixels, so that a viewer can show the image as it is coded (tiled images: once
+    every tile has run all its iterations). The cuts carry no filter.
     """
     if effort < 0:
         raise ValueError("effort must be at least 0")
@@ -353,9 +360,11 @@ def compress(image: ImageSource, *, iterations: int | None = None, bpp: float | 
     header = Header(width, height, gray, CODER_NAMES[coder], loaded.name, loaded.digest, tile)
     original = np.asarray(to_image(rgb, gray)) if target.measures_quality else None
     tiles = plan(width, height, tile)
-    steps = encode_by_tile(loaded, rgb, tiles, target.max_iterations, target.measures_quality,
-                           progress, effort) if tile else \
-        encode_lockstep(loaded, rgb, tiles, target.measures_quality or postfilter, effort)
+    watched = on_iteration is not None
+    steps = encode_by_tile(loaded, rgb, tiles, target.max_iterations,
+                           target.measures_quality or watched, progress, effort) if tile else \
+        encode_lockstep(loaded, rgb, tiles, target.measures_quality or postfilter or watched,
+                        effort)
     out, history, payloads = bytearray(header.pack()), list[np.ndarray](), list[bytes]()
     last: np.ndarray | None = None  # the decoded pixels after the last chunk kept
     for i, (codes, decoded) in zip(range(target.max_iterations), steps):
@@ -370,6 +379,8 @@ def compress(image: ImageSource, *, iterations: int | None = None, bpp: float | 
         last = decoded
         if progress and not tile:
             progress(i + 1)
+        if on_iteration is not None and decoded is not None:
+            on_iteration(bytes(out), decoded)
         if original is not None and decoded is not None and target.quality_reached(
                 original, np.asarray(to_image(decoded, gray))):
             break
