@@ -10,7 +10,10 @@ import base64
 import io
 import json
 import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -393,6 +396,60 @@ def test_create_app_refuses_an_unknown_model() -> None:
 def test_serve_command_is_registered() -> None:
     out = CliRunner().invoke(main, ["serve", "--help"]).output
     assert "--host" in out and "--port" in out and "127.0.0.1" in out
+    assert "--workers" in out and "--queue" in out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_until_up(url: str, process: subprocess.Popen[str]) -> None:
+    import httpx
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise AssertionError(f"the server did not start: {process.communicate(timeout=10)}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_serve_exits_128_plus_the_signal_even_while_streaming(
+        tiny_model: str, signum: int, status: int) -> None:
+    import httpx
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    server = subprocess.Popen(
+        [sys.executable, "-m", "rnncodec.cli", "serve", "--port", str(port), "--model",
+         tiny_model, "--max-pixels", "200000"],
+        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True)
+    try:
+        _wait_until_up(url, server)
+        rid = httpx.post(url + "api/encode", data={"sample": "true", "value": "16"}).json()["id"]
+        with httpx.stream("GET", f"{url}api/results/{rid}/events", timeout=30) as stream:
+            received = stream.iter_lines()
+            next(received)  # an open stream, and an encode in flight or just done
+            start = time.monotonic()
+            server.send_signal(signum)
+            lines = [json.loads(line) for line in received if line]
+        output, _ = server.communicate(timeout=30)
+        assert server.returncode == status, output
+        assert time.monotonic() - start < 15
+        assert lines[-1]["event"] in ("done", "failed")
+        assert "Traceback" not in output
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.communicate()
 
 
 # --- Browser -----------------------------------------------------------------------------------
