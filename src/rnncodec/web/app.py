@@ -156,7 +156,8 @@ class Lifecycle:
     """Whether the server is stopping: set from uvicorn's signal handler (server.py), read by the
     streams, which then end at once instead of holding the shutdown up."""
 
-    stopping = False
+    def __init__(self) -> None:
+        self.stopping = False
 
 
 async def _trickle(data: bytes, rate: int, life: Lifecycle) -> AsyncIterator[bytes]:
@@ -322,6 +323,7 @@ def create_app(model: str = DEFAULT_MODEL, limits: Limits | None = None,
         async def lines() -> AsyncIterator[bytes]:
             sent, place = 0, 0
             while True:
+                stopping = life.stopping  # read once: a signal may set it at any time
                 new, finished = result.events(sent)  # all of them, once finished
                 sent += len(new)
                 ticket = uploads.ticket(rid)
@@ -329,12 +331,12 @@ def create_app(model: str = DEFAULT_MODEL, limits: Limits | None = None,
                 if position and position != place:
                     new.append({"event": "queued", "position": position})
                 place = position
-                if life.stopping and not finished:
+                if stopping and not finished:
                     new.append({"event": "failed", "detail": "the server is stopping; this "
                                                              "image was not finished"})
                 if new:
                     yield _ndjson(iter(new))
-                if finished or life.stopping:
+                if finished or stopping:
                     return
                 await asyncio.sleep(POLL_S)
 
