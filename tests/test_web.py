@@ -353,6 +353,19 @@ def test_cancelled_uploads_stop_with_a_reason(tiny_model: str,
         assert c.delete("/api/results/nope").status_code == 404
 
 
+def test_a_server_bug_answers_one_line_of_json(tiny_model: str,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(data: bytes, **_: Any) -> Any:
+        raise TypeError("a bug")
+
+    monkeypatch.setattr(web_app, "decompress", broken)
+    with TestClient(create_app(tiny_model, LIMITS), raise_server_exceptions=False) as c:
+        r = c.post("/api/decode", content=compress(sample_image(32, 32), iterations=1,
+                                                   model=tiny_model))
+        assert r.status_code == 500
+        assert r.json() == {"detail": "the server failed (TypeError); its log has details"}
+
+
 def test_job_pool_keeps_its_bounds() -> None:
     pool = JobPool(workers=1, queue=2)
     go = threading.Event()

@@ -248,6 +248,17 @@ def create_app(model: str = DEFAULT_MODEL, limits: Limits | None = None,
     async def refused(_: Request, exc: RnncError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, 422)
 
+    @app.exception_handler(MemoryError)
+    async def no_memory(_: Request, exc: MemoryError) -> JSONResponse:
+        return JSONResponse({"detail": "the server ran out of memory for this request"}, 503)
+
+    @app.exception_handler(Exception)
+    async def failed(request: Request, exc: Exception) -> JSONResponse:
+        """A bug: the client gets one line of JSON, the log the traceback."""
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return JSONResponse({"detail": f"the server failed ({type(exc).__name__}); its log "
+                                       "has details"}, 500)
+
     @app.get("/", response_class=HTMLResponse)
     def page() -> Response:
         return Response(assets["index.html"][0], media_type="text/html")
