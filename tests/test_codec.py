@@ -201,6 +201,26 @@ def test_progressive_decoding_and_progress_callbacks(rnnc: bytes, rgb: np.ndarra
         codec.decompress(rnnc, iterations=0, model=tiny_model)
 
 
+@pytest.mark.parametrize("tile", [0, 64])
+def test_each_iteration_arrives_as_the_cut_file_and_its_decoded_pixels(
+        tile: int, tiny_model: str) -> None:
+    """What a viewer streams: after each kept iteration, the file cut there and the pixels a
+    decoder makes of that cut (a bpp target keeps only the iterations within it)."""
+    image = gradient_image(72, 100, seed=5)
+    arrived: list[tuple[bytes, np.ndarray]] = []
+    data = codec.compress(image, iterations=4, model=tiny_model, tile=tile,
+                          on_iteration=lambda cut, pixels: arrived.append((cut, pixels.copy())))
+    assert [cut for cut, _ in arrived] == [codec.truncate(data, iterations=k) for k in (1, 2, 3, 4)]
+    for (_, pixels), decoded in zip(arrived, codec.decode_iterations(data, model=tiny_model),
+                                    strict=True):
+        assert np.array_equal(pixels, np.asarray(decoded))
+    bpp = (len(codec.truncate(data, iterations=2)) * 8 + 1) / (72 * 100)
+    cuts: list[bytes] = []
+    kept = codec.compress(image, bpp=bpp, model=tiny_model, tile=tile,
+                          on_iteration=lambda cut, _: cuts.append(cut))
+    assert cuts[-1] == kept and len(cuts) == 2
+
+
 @pytest.mark.parametrize("size", [(40, 56), (64, 64)])
 def test_encoder_and_decoder_agree_bit_for_bit(size: tuple[int, int], make_image,
                                               tiny_model: str) -> None:

@@ -13,6 +13,7 @@ import hashlib
 import json
 import subprocess
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from rnncodec import codec, engine
 from rnncodec.entropy import CODER_NAMES, make_coder
 from rnncodec.format import parse
 from rnncodec.networks import BITS
+from rnncodec.tiling import plan
 from rnncodec.zoo import load_model
 
 __all__ = ["hostile_seeds"]  # a fixture, imported for pytest
@@ -156,6 +158,46 @@ def test_network_steps_run_on_one_thread_and_restore_the_callers_setting(
                 image, iterations=2, model=hostile_seeds.model), range(4)))
         assert len(set(files)) == 1 and torch.get_num_threads() == 2
     finally:
+        torch.set_num_threads(previous)
+
+
+def test_concurrent_steps_each_run_on_one_thread_and_tiles_keep_the_callers_workers() -> None:
+    """Under OpenMP a thread keeps its own count once it has run parallel work: a thread entering
+    a step while another is inside must still set one thread for itself, and a caller sizing its
+    tile workers meanwhile must read its own count, not the step's one."""
+    tiles = plan(4000, 3000, 512)
+    previous = torch.get_num_threads()
+    inside, release = threading.Event(), threading.Event()
+    seen: dict[str, int] = {}
+
+    def first() -> None:
+        with engine.network_step():
+            inside.set()
+            release.wait(30)
+
+    def second() -> None:
+        seen["before"] = torch.get_num_threads()  # initialised now, at the caller's two
+        inside.wait(30)
+        with engine.network_step():
+            seen["inside"] = torch.get_num_threads()
+        seen["after"] = torch.get_num_threads()
+        seen["workers"] = engine._workers(tiles)
+
+    torch.set_num_threads(2)
+    try:
+        threads = [threading.Thread(target=second), threading.Thread(target=first)]
+        for t in threads:
+            t.start()
+        threads[0].join(30)
+        fresh = threading.Thread(target=lambda: seen.setdefault("fresh", engine._workers(tiles)))
+        fresh.start()
+        fresh.join(30)
+        release.set()
+        threads[1].join(30)
+        assert seen == {"before": 2, "inside": 1, "after": 2, "workers": 2, "fresh": 2}
+        assert torch.get_num_threads() == 2
+    finally:
+        release.set()
         torch.set_num_threads(previous)
 
 

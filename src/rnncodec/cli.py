@@ -14,6 +14,7 @@ import importlib
 import itertools
 import json
 import signal
+import sys
 import threading
 import warnings
 from collections.abc import Callable
@@ -349,16 +350,20 @@ KODAK_URL = "https://r0k.us/graphics/kodak/"  # the Kodak Lossless True Color Im
               show_default=True, help="Largest image accepted, in pixels.")
 @click.option("--cache-mb", type=click.FloatRange(min=1), default=Limits.cache_bytes / MB,
               show_default=True, help="Memory for recent results, in MiB (oldest dropped).")
+@click.option("--workers", type=click.IntRange(min=1), default=Limits.workers, show_default=True,
+              help="Images coded at once, each on one core.")
+@click.option("--queue", type=click.IntRange(min=1), default=Limits.queue, show_default=True,
+              help="Images waiting for a worker; more are refused (HTTP 503).")
 def serve(host: str, port: int, model: str, max_upload_mb: float, max_pixels: int,
-          cache_mb: float) -> None:
-    """Start the web viewer: watch an image refine iteration by iteration beside JPEG and WebP."""
+          cache_mb: float, workers: int, queue: int) -> None:
+    """Start the web viewer: watch an image refine iteration by iteration beside JPEG, WebP,
+    AVIF and JPEG XL. Stopped by SIGINT or SIGTERM, it exits with 130 or 143."""
     _run(lambda: require("web", "rnncodec serve"))
-    import uvicorn
-
     from .web.app import create_app
+    from .web.server import serve as run_server
 
-    limits = Limits(int(max_upload_mb * MB), max_pixels, int(cache_mb * MB))
-    uvicorn.run(_run(lambda: create_app(model, limits)), host=host, port=port)
+    limits = Limits(int(max_upload_mb * MB), max_pixels, int(cache_mb * MB), workers, queue)
+    sys.exit(run_server(_run(lambda: create_app(model, limits)), host, port))
 
 
 @main.command()

@@ -10,7 +10,7 @@ the file, entropy decodes the chunks present and runs the decoder networks over 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +35,10 @@ from .images import ImageSource, load_image, to_image
 from .metrics import ms_ssim, psnr
 from .tiling import choose_tile, describe, padded_pixels, plan, region_overflow
 from .zoo import DEFAULT_MODEL, MODELS, LoadedModel, load_model
+
+# called with the file so far (a valid file, cut after the iteration just coded) and that cut's
+# decoded pixels (H×W×3 uint8), before the next iteration starts
+Arrival = Callable[[bytes, np.ndarray], None]
 
 
 @dataclass(frozen=True)
@@ -89,7 +93,7 @@ def compress(image: ImageSource, *, iterations: int | None = None, bpp: float | 
              ms_ssim: float | None = None, psnr: float | None = None,
              model: str = DEFAULT_MODEL, coder: str = AUTO, tile: int | None = None,
              effort: int = 0, postfilter: bool = False, max_pixels: int = MAX_PIXELS,
-             progress: Progress | None = None) -> bytes:
+             progress: Progress | None = None, on_iteration: Arrival | None = None) -> bytes:
     """Compress an image (PIL image, array, path or encoded bytes) to .rnnc bytes.
 
     Rate control: a fixed number of ``iterations`` (default 16, i.e. 2 bpp before entropy
@@ -115,10 +119,14 @@ def compress(image: ImageSource, *, iterations: int | None = None, bpp: float | 
     it is worth its bytes (postfilter.py); it costs about 240 bytes, an encode-time fit on a
     crop of at most 768×768 pixels and, for tiled images, a decode. Off by default: the gain is
     small for the encoding time.
+
+    ``on_iteration``: called after each iteration the file keeps, with the file cut there and
+    its decoded pixels, so that a viewer can show the image as it is coded (tiled images: once
+    every tile has run all its iterations). The cuts carry no filter.
     """
     return encode(image, iterations=iterations, bpp=bpp, ms_ssim=ms_ssim, psnr=psnr,
                   model=model, coder=coder, tile=tile, effort=effort, postfilter=postfilter,
-                  max_pixels=max_pixels, progress=progress).data
+                  max_pixels=max_pixels, progress=progress, on_iteration=on_iteration).data
 
 
 @dataclass(frozen=True)
@@ -136,7 +144,7 @@ def encode(image: ImageSource, *, iterations: int | None = None, bpp: float | No
            ms_ssim: float | None = None, psnr: float | None = None,
            model: str = DEFAULT_MODEL, coder: str = AUTO, tile: int | None = None,
            effort: int = 0, postfilter: bool = False, max_pixels: int = MAX_PIXELS,
-           progress: Progress | None = None) -> Encoded:
+           progress: Progress | None = None, on_iteration: Arrival | None = None) -> Encoded:
     """``compress``, also saying what a quality target reached: the file may fall short of
     it when even the last iteration a target may add does not get there."""
     if effort < 0:
@@ -155,9 +163,10 @@ def encode(image: ImageSource, *, iterations: int | None = None, bpp: float | No
     header = Header(width, height, gray, CODER_NAMES[coder], loaded.name, loaded.digest, tile)
     original = np.asarray(to_image(rgb, gray)) if target.measures_quality else None
     tiles = plan(width, height, tile)
-    steps = engine.encode_by_tile(loaded, rgb, tiles, target.max_iterations,
-                                  target.measures_quality, progress, effort) if tile else \
-        engine.encode_lockstep(loaded, rgb, tiles, target.measures_quality or postfilter, effort)
+    keep = target.measures_quality or on_iteration is not None  # decoded pixels per iteration
+    steps = engine.encode_by_tile(loaded, rgb, tiles, target.max_iterations, keep, progress,
+                                  effort) if tile else \
+        engine.encode_lockstep(loaded, rgb, tiles, keep or postfilter, effort)
     out, history, payloads = bytearray(header.pack()), list[np.ndarray](), list[bytes]()
     last: np.ndarray | None = None  # the decoded pixels after the last chunk kept
     quality: float | None = None  # theirs, for a quality target
@@ -173,6 +182,8 @@ def encode(image: ImageSource, *, iterations: int | None = None, bpp: float | No
         last = decoded
         if progress and not tile:
             progress(i + 1)
+        if on_iteration is not None and decoded is not None:
+            on_iteration(bytes(out), decoded)
         if original is not None and decoded is not None:
             quality = target.measure(original, np.asarray(to_image(decoded, gray)))
             if quality is not None and quality >= (target.quality or 0):

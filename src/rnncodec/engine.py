@@ -42,8 +42,12 @@ Progress = Callable[[int], None]
 
 
 _threads = threading.Lock()
-_users = 0  # codec steps running now, in any thread
-_saved_threads = 1
+_users = 0  # threads inside a codec step now
+_saved_threads = 1  # the callers' intra-op threads, read when the first of those steps began
+_local = threading.local()  # ``depth``: this thread's nesting of network steps
+# Under OpenMP (PyTorch's CPU builds) the thread count is kept per thread, once a thread has
+# run any parallel work; other backends keep one count for the whole process.
+_PER_THREAD = "parallel backend: OpenMP" in torch.__config__.parallel_info()
 
 
 @contextmanager
@@ -51,24 +55,38 @@ def network_step() -> Iterator[None]:
     """Inference mode on one intra-op thread: decoded pixels must not depend on the thread count.
 
     Convolutions over small feature maps split their sums across threads, so decoding with 1 and
-    2 threads could give pixels one level apart; on one thread the order is fixed. Concurrent
-    codec calls share the setting, and the caller's thread count is restored when the last ends.
-    Entered per step, never across a ``yield``, like inference mode.
+    2 threads could give pixels one level apart; on one thread the order is fixed. Every thread
+    sets its own count on entry, since under OpenMP one thread's setting does not reach another
+    that has already run parallel work; on exit it gets the callers' count back (per-process
+    backends only when the last concurrent step ends). Entered per step, never across a
+    ``yield``, like inference mode.
     """
     global _users, _saved_threads
-    with _threads:
-        if _users == 0:
-            _saved_threads = torch.get_num_threads()
+    depth = getattr(_local, "depth", 0)
+    if depth == 0:
+        with _threads:
+            if _users == 0:
+                _saved_threads = torch.get_num_threads()
+            _users += 1
             torch.set_num_threads(1)
-        _users += 1
+    _local.depth = depth + 1
     try:
         with torch.inference_mode():
             yield
     finally:
-        with _threads:
-            _users -= 1
-            if _users == 0:
-                torch.set_num_threads(_saved_threads)
+        _local.depth = depth
+        if depth == 0:
+            with _threads:
+                _users -= 1
+                if _users == 0 or _PER_THREAD:
+                    torch.set_num_threads(_saved_threads)
+
+
+def caller_threads() -> int:
+    """The intra-op threads the codec's callers have: the count saved when a step is running
+    anywhere (a step sets one thread, which a thread starting now would inherit), else torch's."""
+    with _threads:
+        return _saved_threads if _users else torch.get_num_threads()
 
 
 def code_shape(width: int, height: int) -> tuple[int, int, int]:
@@ -185,10 +203,11 @@ def _tile_progress(progress: Progress | None, tiles: int) -> Callable[[], None]:
 
 
 def _workers(tiles: list[Tile]) -> int:
-    """Tiles coded at once: the caller's torch threads (each tile's steps run on one), no more
-    than keep the regions in flight within ``MAX_REGION_PIXELS`` together (one at least)."""
+    """Tiles coded at once: the caller's torch threads (each tile's steps run on one; see
+    ``caller_threads``), no more than keep the regions in flight within ``MAX_REGION_PIXELS``
+    together (one at least)."""
     fit = MAX_REGION_PIXELS // max(t.pixels for t in tiles)
-    return max(1, min(torch.get_num_threads(), len(tiles), fit))
+    return max(1, min(caller_threads(), len(tiles), fit))
 
 
 def encode_lockstep(model: LoadedModel, rgb: np.ndarray, tiles: list[Tile],

@@ -26,8 +26,9 @@ class ResultCache(Generic[T]):
         self._bytes = 0
         self._lock = threading.Lock()
 
-    def add(self, item: T) -> str:
-        key = secrets.token_urlsafe(16)
+    def add(self, item: T, key: str | None = None) -> str:
+        """Keep ``item`` under ``key`` (a new random one unless given); returns the key."""
+        key = key or secrets.token_urlsafe(16)
         with self._lock:
             self._items[key] = item
             self._bytes += item.nbytes
