@@ -75,6 +75,7 @@ def _build(name: str, config: ModelConfig, tensors: dict[str, torch.Tensor]) -> 
     except RuntimeError as e:
         raise ModelError(f"weights do not fit model {name!r}: {str(e).splitlines()[0]}") from None
     net.eval()
+    net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # see engine.nhwc
     for p in net.parameters():
         p.requires_grad_(False)
     return LoadedModel(name, weights_digest(tensors, config.prime), net, tables)
