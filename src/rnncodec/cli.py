@@ -2,8 +2,8 @@
 
 Exit status (sysexits.h): 0 success, 2 bad usage, 65 bad data (corrupt file, unreadable image,
 wrong model), 66 missing input, 69 an optional part not installed (extras.py), 73 output exists
-or cannot be written, 130 interrupted (SIGINT or SIGTERM); with several inputs, the first
-failure's.
+or cannot be written, 130 interrupted (SIGINT or SIGTERM; ``serve``: 143 for SIGTERM, as
+servers report it); with several inputs, the first failure's.
 Every failure prints one line on stderr; no traceback. ``-`` reads stdin or writes stdout
 (cli_io.py).
 """
