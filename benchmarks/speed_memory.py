@@ -89,6 +89,7 @@ from rnncodec.evaluate.codecs import (
     OneShotCodec,
     RnnCodec,
     classic_codec,
+    imagecodecs_version,
     rnn_codec,
 )
 from rnncodec.evaluate.measure import Meter
@@ -257,13 +258,7 @@ class RnnSpeed(RnnCodec):
 
 
 def _jpeg2000_version() -> str:
-    try:
-        import imagecodecs
-    except ImportError:
-        raise CodecUnavailable("JPEG 2000 needs the imagecodecs package") from None
-    if not imagecodecs.JPEG2K.available:
-        raise CodecUnavailable("this imagecodecs build has no JPEG 2000 (OpenJPEG) support")
-    return f"imagecodecs {imagecodecs.__version__}, {imagecodecs.jpeg2k_version()}"
+    return imagecodecs_version("jpeg2k", "JPEG 2000 (OpenJPEG)")
 
 
 def _copy(codec: Codec, kind: type[Codec], **extra: Any) -> Codec:

@@ -255,14 +255,20 @@ def _avif_version() -> str:
     return f"Pillow {PIL.__version__}, pillow-avif-plugin {pillow_avif.__version__}"
 
 
-def _jxl_version() -> str:
+def imagecodecs_version(codec: str, label: str) -> str:
+    """imagecodecs' version and that of its ``codec`` library ("jpegxl", "jpeg2k"), or
+    CodecUnavailable saying what is missing."""
     try:
         import imagecodecs
     except ImportError:
-        raise CodecUnavailable("JPEG XL needs the imagecodecs package") from None
-    if not imagecodecs.JPEGXL.available:
-        raise CodecUnavailable("this imagecodecs build has no JPEG XL support")
-    return f"imagecodecs {imagecodecs.__version__}, {imagecodecs.jpegxl_version()}"
+        raise CodecUnavailable(f"{label} needs the imagecodecs package") from None
+    if not getattr(imagecodecs, codec.upper()).available:
+        raise CodecUnavailable(f"this imagecodecs build has no {label} support")
+    return f"imagecodecs {imagecodecs.__version__}, {getattr(imagecodecs, f'{codec}_version')()}"
+
+
+def _jxl_version() -> str:
+    return imagecodecs_version("jpegxl", "JPEG XL")
 
 
 def _jpeg(name: str, label: str, subsampling: int, q: tuple[int, ...]) -> Codec:
