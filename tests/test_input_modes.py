@@ -254,8 +254,6 @@ def test_cli_refuses_a_decompression_bomb_in_its_own_words(width: int, height: i
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="known: Pillow's UserWarning about the corrupt EXIF (and "
-                   "libtiff's own messages) reach stderr beside the one error line")
 def test_cli_compress_of_a_damaged_tiff_prints_only_the_error(hostile_seeds: Seeds,
                                                               tmp_path: Path) -> None:
     buf = io.BytesIO()
