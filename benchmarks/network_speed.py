@@ -10,10 +10,11 @@ Run from the repository root on a quiet machine (no training, no tests beside it
 
 Variants (--variants; several joined with '+', e.g. channels_last+bf16):
 
-- ``fp32``: the codec's path: float32 weights, the input tensor built as the codec builds it,
-  contiguous network state, inference mode. The codec runs every step on one intra-op thread,
+- ``fp32``: float32 weights, the input tensor built as the codec builds it, everything in
+  contiguous (NCHW) layout, inference mode. The codec runs every step on one intra-op thread,
   so fp32 on the first --threads count (default 1) is the baseline of every ratio.
-- ``channels_last``: weights, input and reconstruction in NHWC memory format.
+- ``channels_last``: weights, input and reconstruction in NHWC memory format (the layout the
+  codec runs in, ``engine.nhwc``).
 - ``bf16``: ``torch.autocast("cpu", dtype=torch.bfloat16)`` around the steps (oneDNN's bf16
   kernels, fast where the CPU has AVX512-BF16 or AMX; the flags are in the JSON).
 - ``compile``: ``torch.compile`` (inductor) of ``encode_soft`` and ``decode_step``; compiled
@@ -151,8 +152,7 @@ def make_variant(name: str, net: RNNCompressor) -> Variant:
     """The variant ``name`` of the model (a copy of it where the weights change layout)."""
     flags = flags_of(name)
     layout = torch.channels_last if "channels_last" in flags else torch.contiguous_format
-    if "channels_last" in flags:
-        net = copy.deepcopy(net).to(memory_format=torch.channels_last)
+    net = copy.deepcopy(net).to(memory_format=layout)  # the zoo loads it channels-last
 
     def start(x: Tensor) -> tuple[Tensor, CodingState]:
         state = net.initial_state(x)
