@@ -40,7 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rnncodec.adaptive import BLOCK, block_quality, mask_bits, ssim_map, still_active
+from rnncodec.adaptive import BLOCK, block_quality, block_ssim, mask_bits, still_active
 from rnncodec.frameworks import CodingState
 from rnncodec.images import load_image, to_array, to_tensor
 from rnncodec.metrics import ms_ssim, ms_ssim_db
@@ -68,10 +68,6 @@ def _map_bits(active: int, stopping: int) -> float:
     return -active * (p * math.log2(p) + (1 - p) * math.log2(1 - p))
 
 
-def _block_ssim(image: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
-    return F.avg_pool2d(ssim_map(image, recon), BLOCK)
-
-
 def code(net: torch.nn.Module, rgb: np.ndarray, iterations: int, criterion: str | None = None,
          setting: float = 0.0, decoder: str = "zeros") -> list[Point]:
     """The RD points after iterations 1..``iterations``: uniform without a ``criterion``."""
@@ -81,8 +77,8 @@ def code(net: torch.nn.Module, rgb: np.ndarray, iterations: int, criterion: str 
     active: torch.Tensor | None = None
     last_ssim = torch.zeros(1)
     bits, points = 0.0, []
+    blocks = x.shape[-2] // BLOCK * x.shape[-1] // BLOCK
     for t in range(iterations):
-        blocks = x.shape[-2] // BLOCK * x.shape[-1] // BLOCK
         n_active = blocks if active is None else int(active.sum())
         soft, state = net.encode_soft(x, state)
         b = signs(soft)
@@ -96,7 +92,7 @@ def code(net: torch.nn.Module, rgb: np.ndarray, iterations: int, criterion: str 
             if criterion == "ssim":
                 go_on = still_active(active, block_quality(x, state.recon), setting)
             else:
-                now = _block_ssim(x, state.recon)
+                now = block_ssim(x, state.recon)
                 gain = now - last_ssim if t else torch.full_like(now, math.inf)
                 go_on = still_active(active, -gain, -setting)
                 last_ssim = now

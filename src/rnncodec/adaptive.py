@@ -55,11 +55,17 @@ def ssim_map(x: Tensor, y: Tensor) -> Tensor:
     return (luminance * structure).mean(1, keepdim=True)
 
 
+def block_ssim(image: Tensor, recon: Tensor) -> Tensor:
+    """Each block's mean SSIM: N×1×H/16×W/16 for N×3×H×W images whose sides are multiples
+    of 16."""
+    return F.avg_pool2d(ssim_map(image, recon), BLOCK)
+
+
 def block_quality(image: Tensor, recon: Tensor, measure: str = "ssim") -> Tensor:
     """Each block's quality in dB (higher is better): N×1×H/16×W/16 for N×3×H×W images in
     [-0.5, 0.5] whose sides are multiples of 16."""
     if measure == "ssim":
-        error = 1 - F.avg_pool2d(ssim_map(image, recon), BLOCK)
+        error = 1 - block_ssim(image, recon)
     elif measure == "psnr":
         error = F.avg_pool2d(((image - recon) ** 2).mean(1, keepdim=True), BLOCK)
     else:
