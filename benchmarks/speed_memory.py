@@ -244,11 +244,7 @@ class RnnSpeed(RnnCodec):
     k-iteration encode), and for each k a ``decompress`` of the file cut after k iterations."""
 
     def run(self, rgb: np.ndarray, settings: Sequence[int]) -> Iterator[Coded]:
-        meter = Meter()
-        laps: list[tuple[float, int | None]] = []
-        data = rnn.compress(rgb, iterations=max(settings), model=self.model, effort=self.effort,
-                            postfilter=False,
-                            progress=lambda _: laps.append((meter.seconds(), meter.peak_rss())))
+        data, laps = self.encode_timed(rgb, max(settings))
         for k in settings:
             cut = rnn.truncate(data, iterations=k)
             meter = Meter()

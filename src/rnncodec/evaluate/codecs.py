@@ -136,12 +136,19 @@ class RnnCodec(Codec):
     model: str
     effort: int = 0
 
-    def run(self, rgb: np.ndarray, settings: Sequence[int]) -> Iterator[Coded]:
+    def encode_timed(self, rgb: np.ndarray, iterations: int
+                     ) -> tuple[bytes, list[tuple[float, int | None]]]:
+        """One encode of ``iterations`` without a filter, and (seconds, peak RSS) so far after
+        each iteration: the encode time and memory of every shorter file."""
         meter = Meter()
         laps: list[tuple[float, int | None]] = []
-        data = rnn.compress(rgb, iterations=max(settings), model=self.model, effort=self.effort,
+        data = rnn.compress(rgb, iterations=iterations, model=self.model, effort=self.effort,
                             postfilter=False,
                             progress=lambda _: laps.append((meter.seconds(), meter.peak_rss())))
+        return data, laps
+
+    def run(self, rgb: np.ndarray, settings: Sequence[int]) -> Iterator[Coded]:
+        data, laps = self.encode_timed(rgb, max(settings))
         slot = {k: i for i, k in enumerate(sorted(settings))}
         # Written once now, so that filling it during the pass adds no resident memory.
         decoded = np.full((len(slot), *rgb.shape), 0, np.uint8)
