@@ -159,16 +159,21 @@ def test_peer_images_and_original_are_served(client: TestClient) -> None:
     assert jxl.headers["content-disposition"] == 'attachment; filename="jxl-16it.jxl"'
 
 
-def test_an_unavailable_codec_is_reported_not_hidden(
-        tiny_model: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def _hide_codec(monkeypatch: pytest.MonkeyPatch, hidden: str, reason: str) -> None:
+    """Make the viewer's codec lookup find ``hidden`` unavailable for ``reason``."""
     real = compare.classic_codec
 
-    def without_jxl(name: str) -> Any:
-        if name == "jxl":
-            raise CodecUnavailable("this imagecodecs build has no JPEG XL support")
+    def without(name: str) -> Any:
+        if name == hidden:
+            raise CodecUnavailable(reason)
         return real(name)
 
-    monkeypatch.setattr(compare, "classic_codec", without_jxl)
+    monkeypatch.setattr(compare, "classic_codec", without)
+
+
+def test_an_unavailable_codec_is_reported_not_hidden(
+        tiny_model: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    _hide_codec(monkeypatch, "jxl", "this imagecodecs build has no JPEG XL support")
     with TestClient(create_app(tiny_model, LIMITS)) as c:
         body = encode(c, png(sample_image(64, 48)), value="2").json()
         assert body["codecs"]["jxl"] == {
@@ -617,14 +622,7 @@ def test_browser_says_when_a_codec_is_unavailable(
         monkeypatch: pytest.MonkeyPatch) -> None:
     from playwright.sync_api import expect
 
-    real = compare.classic_codec
-
-    def without_avif(name: str) -> Any:
-        if name == "avif":
-            raise CodecUnavailable("AVIF needs Pillow ≥ 11 built with libavif")
-        return real(name)
-
-    monkeypatch.setattr(compare, "classic_codec", without_avif)
+    _hide_codec(monkeypatch, "avif", "AVIF needs Pillow ≥ 11 built with libavif")
     with serving(create_app(tiny_model, Limits(max_pixels=200_000))) as url:
         page = open_page(url)
         page.fill("#value", "2")
