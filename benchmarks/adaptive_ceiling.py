@@ -2,17 +2,23 @@
 
     python benchmarks/adaptive_ceiling.py photo1.png photo2.jpg ...      # held-out photos
     python benchmarks/adaptive_ceiling.py --criteria gain --decoders zeros,frozen-oracle a.png
+    python benchmarks/adaptive_ceiling.py --metric psnr --criteria psnr,mse-gain a.png
 
 Codes each image uniformly (32 bits per 16×16 block per iteration) and with blocks stopped
 by a per-block criterion (adaptive.py), then compares the RD curves: MS-SSIM (in dB of
-1 − MS-SSIM) against raw bits per pixel, before entropy coding. An adaptive file also sends,
-per iteration, which active blocks stop; that map is charged at its binary entropy.
+1 − MS-SSIM) or PSNR (``--metric``) against raw bits per pixel, before entropy coding. An
+adaptive file also sends, per iteration, which active blocks stop; that map is charged at its
+binary entropy.
 
 Criteria (each with several settings, whose points together form the adaptive curve):
 
 - ``ssim``: a block stops once its SSIM quality reaches a threshold in dB;
 - ``gain``: a block stops once its last iteration raised its SSIM by less than λ (a greedy
-  rate-distortion rule: the next 32 bits are expected to buy as little).
+  rate-distortion rule: the next 32 bits are expected to buy as little);
+- ``psnr``: a block stops once its PSNR reaches a threshold;
+- ``mse-gain``: a block stops once its last iteration lowered its mean squared error by less
+  than λ (the greedy rule for PSNR: every block's next bits buy at least λ of the image's
+  squared error).
 
 Decoders for the stopped blocks:
 
@@ -24,7 +30,7 @@ Decoders for the stopped blocks:
   not reachable, shown because it is what a naive comparison measures.
 
 BD-rate: mean log-rate difference of the adaptive curve's upper envelope (uniform points
-included) against the uniform curve of iterations 1–8, over the MS-SSIM range both cover;
+included) against the uniform curve of iterations 1–8, over the quality range both cover;
 negative is a saving. Prints a table per image and the mean; writes JSON next to this script.
 """
 
@@ -43,11 +49,13 @@ import torch.nn.functional as F
 from rnncodec.adaptive import BLOCK, block_quality, block_ssim, mask_bits, still_active
 from rnncodec.frameworks import CodingState
 from rnncodec.images import load_image, to_array, to_tensor
-from rnncodec.metrics import ms_ssim, ms_ssim_db
+from rnncodec.metrics import ms_ssim, ms_ssim_db, psnr
 from rnncodec.refine import signs
 from rnncodec.zoo import DEFAULT_MODEL, load_model
 
-SETTINGS = {"ssim": (7.0, 10.0, 13.0), "gain": (0.002, 0.005, 0.01, 0.02)}
+SETTINGS = {"ssim": (7.0, 10.0, 13.0), "gain": (0.002, 0.005, 0.01, 0.02),
+            "psnr": (27.0, 30.0, 33.0, 36.0), "mse-gain": (1e-5, 3e-5, 1e-4, 3e-4)}
+METRICS = ("ms-ssim", "psnr")
 DECODERS = ("zeros", "frozen-oracle", "free-oracle")
 UNIFORM_ITERATIONS = 8  # the uniform curve the adaptive one is compared with
 
@@ -57,6 +65,7 @@ class Point:
     iteration: int
     bpp: float
     ms_ssim: float
+    psnr: float
     active: float  # fraction of blocks still active after this iteration
 
 
@@ -75,7 +84,7 @@ def code(net: torch.nn.Module, rgb: np.ndarray, iterations: int, criterion: str 
     x = to_tensor(rgb)
     state = net.initial_state(x)
     active: torch.Tensor | None = None
-    last_ssim = torch.zeros(1)
+    last = torch.zeros(1)  # the gain criteria's block measure after the previous iteration
     bits, points = 0.0, []
     blocks = x.shape[-2] // BLOCK * x.shape[-1] // BLOCK
     for t in range(iterations):
@@ -89,17 +98,19 @@ def code(net: torch.nn.Module, rgb: np.ndarray, iterations: int, criterion: str 
             state = CodingState(previous + keep * (state.recon - previous), state.enc, state.dec)
         bits += 32 * n_active
         if criterion is not None:
-            if criterion == "ssim":
-                go_on = still_active(active, block_quality(x, state.recon), setting)
+            if criterion in ("ssim", "psnr"):
+                go_on = still_active(active, block_quality(x, state.recon, criterion), setting)
             else:
-                now = block_ssim(x, state.recon)
-                gain = now - last_ssim if t else torch.full_like(now, math.inf)
+                now = (block_ssim(x, state.recon) if criterion == "gain"
+                       else -F.avg_pool2d(((x - state.recon) ** 2).mean(1, keepdim=True), BLOCK))
+                gain = now - last if t else torch.full_like(now, math.inf)
                 go_on = still_active(active, -gain, -setting)
-                last_ssim = now
+                last = now
             bits += _map_bits(n_active, n_active - int(go_on.sum()))
             active = go_on
         decoded = to_array(state.recon, height, width)
         points.append(Point(t + 1, bits / (height * width), ms_ssim(rgb, decoded),
+                            psnr(rgb, decoded),
                             1.0 if active is None else float(active.float().mean())))
     return points
 
@@ -126,15 +137,15 @@ def bd_rate(reference: list[tuple[float, float]], test: list[tuple[float, float]
     return float(np.expm1(diff.mean()) * 100), float(low), float(high)
 
 
-def _curve(points: list[Point]) -> list[tuple[float, float]]:
-    return [(p.bpp, ms_ssim_db(p.ms_ssim)) for p in points]
+def _curve(points: list[Point], metric: str) -> list[tuple[float, float]]:
+    return [(p.bpp, ms_ssim_db(p.ms_ssim) if metric == "ms-ssim" else p.psnr) for p in points]
 
 
 def measure(net: torch.nn.Module, rgb: np.ndarray, iterations: int, criteria: list[str],
-            decoders: list[str]) -> dict:
+            decoders: list[str], metric: str = "ms-ssim") -> dict:
     """Uniform and adaptive points of one image, and each (criterion, decoder)'s BD-rate."""
     uniform = code(net, rgb, iterations)
-    reference = _envelope(_curve(uniform[:UNIFORM_ITERATIONS]))
+    reference = _envelope(_curve(uniform[:UNIFORM_ITERATIONS], metric))
     result: dict = {"uniform": [vars(p) for p in uniform], "adaptive": {}, "bd_rate": {}}
     for criterion in criteria:
         for decoder in decoders:
@@ -142,9 +153,9 @@ def measure(net: torch.nn.Module, rgb: np.ndarray, iterations: int, criteria: li
             runs = {s: code(net, rgb, iterations, criterion, s, decoder)
                     for s in SETTINGS[criterion]}
             result["adaptive"][key] = {str(s): [vars(p) for p in pts] for s, pts in runs.items()}
-            pooled = [c for pts in runs.values() for c in _curve(pts)] + reference
+            pooled = [c for pts in runs.values() for c in _curve(pts, metric)] + reference
             pct, low, high = bd_rate(reference, _envelope(pooled))
-            result["bd_rate"][key] = {"percent": pct, "ms_ssim_db": [low, high]}
+            result["bd_rate"][key] = {"percent": pct, "range_db": [low, high]}
     return result
 
 
@@ -153,20 +164,26 @@ def main() -> None:
     parser.add_argument("images", nargs="+", type=Path)
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--iterations", type=int, default=12)
+    parser.add_argument("--metric", choices=METRICS, default="ms-ssim",
+                        help="the quality the RD curves and BD-rates are in")
     parser.add_argument("--criteria", default="ssim,gain")
     parser.add_argument("--decoders", default=",".join(DECODERS))
-    parser.add_argument("--json", type=Path, default=Path(__file__).with_suffix(".json"))
+    parser.add_argument("--json", type=Path, help="where to write the results (default: next "
+                        "to this script, one file per metric)")
     args = parser.parse_args()
     criteria, decoders = args.criteria.split(","), args.decoders.split(",")
+    suffix = "" if args.metric == "ms-ssim" else f"_{args.metric}"
+    out = args.json or Path(__file__).with_name(f"{Path(__file__).stem}{suffix}.json")
     torch.set_num_threads(1)
     net = load_model(args.model).net
     results = {}
     with torch.inference_mode():
         for path in args.images:
             rgb, _ = load_image(path)
-            results[path.name] = measure(net, rgb, args.iterations, criteria, decoders)
+            results[path.name] = measure(net, rgb, args.iterations, criteria, decoders,
+                                         args.metric)
             for key, bd in results[path.name]["bd_rate"].items():
-                low, high = bd["ms_ssim_db"]
+                low, high = bd["range_db"]
                 print(f"| {path.name} | {key} | {bd['percent']:+.1f}% | {low:.1f}–{high:.1f} dB |",
                       flush=True)
     keys = next(iter(results.values()))["bd_rate"].keys()
@@ -175,7 +192,8 @@ def main() -> None:
     print("\n| criterion/decoder | mean BD-rate vs uniform |\n|---|---|")
     for key, value in means.items():
         print(f"| {key} | {value:+.1f}% |")
-    args.json.write_text(json.dumps({"model": args.model, "iterations": args.iterations,
+    out.write_text(json.dumps({"model": args.model, "iterations": args.iterations,
+                                     "metric": args.metric,
                                      "settings": SETTINGS, "mean_bd_rate": means,
                                      "images": results}, indent=1))
 
