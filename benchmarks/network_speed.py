@@ -7,6 +7,7 @@ Run from the repository root on a quiet machine (no training, no tests beside it
     python benchmarks/network_speed.py --variants fp32,bf16 --threads 1 --repeats 9
     python benchmarks/network_speed.py --size 256x256 --iterations 2 --repeats 1 \\
         --variants fp32,channels_last,bf16 --out /tmp/net.json           # a smoke run
+    python benchmarks/network_speed.py --variants channels_last,bands --repeats 3  # bands
 
 Variants (--variants; several joined with '+', e.g. channels_last+bf16):
 
@@ -20,6 +21,10 @@ Variants (--variants; several joined with '+', e.g. channels_last+bf16):
 - ``compile``: ``torch.compile`` (inductor) of ``encode_soft`` and ``decode_step``; compiled
   afresh for each thread count, the compile time in ``first_pass_s``. Skipped with the error
   as a note where it does not work on this machine.
+- ``bands``: the steps as the codec runs them (``engine._encode_soft`` and ``_decode_step``,
+  channels-last): each on one intra-op thread, on as many row bands at once as the thread
+  count allows (rnncodec/bands.py), with the whole step's results. Not with ``compile`` or
+  ``bf16``.
 
 Each variant runs at every --threads count (``torch.set_num_threads``). What is timed is the
 closed loop ``compress`` runs for --iterations iterations (default 8) on one image: the encoder
@@ -62,6 +67,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from rnncodec import engine
 from rnncodec.evaluate.runner import environment
 from rnncodec.frameworks import CodingState, RNNCompressor
 from rnncodec.metrics import psnr
@@ -69,7 +75,7 @@ from rnncodec.zoo import DEFAULT_MODEL, load_model
 
 KODAK = Path("../shared/data/kodak/kodim23.png")
 BASELINE = "fp32"
-FLAGS = ("channels_last", "bf16", "compile")  # what a variant may add to fp32
+FLAGS = ("channels_last", "bf16", "compile", "bands")  # what a variant may add to fp32
 VARIANTS = ("fp32", "channels_last", "bf16", "channels_last+bf16", "compile")
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 
@@ -139,13 +145,16 @@ class Variant:
 
 
 def flags_of(name: str) -> set[str]:
-    """'channels_last+bf16' → {'channels_last', 'bf16'}; 'fp32' → set()."""
+    """'channels_last+bf16' → {'channels_last', 'bf16'}; 'fp32' → set(); 'bands' →
+    {'bands', 'channels_last'}."""
     parts = set(name.split("+")) - {BASELINE}
     unknown = parts - set(FLAGS)
     if unknown:
         raise ValueError(f"unknown variant part {', '.join(sorted(unknown))}; "
                          f"use {BASELINE} or {', '.join(FLAGS)}, joined with '+'")
-    return parts
+    if "bands" in parts and parts & {"bf16", "compile"}:
+        raise ValueError("bands run the codec's own steps, without bf16 or compile")
+    return parts | {"channels_last"} if "bands" in parts else parts
 
 
 def make_variant(name: str, net: RNNCompressor) -> Variant:
@@ -163,6 +172,12 @@ def make_variant(name: str, net: RNNCompressor) -> Variant:
 
     encode: Encode = net.encode_soft
     decode: Decode = net.decode_step
+    if "bands" in flags:  # the caller's thread count (run_variants sets it) in bands
+        def encode(x: Tensor, state: CodingState) -> tuple[Tensor, CodingState]:
+            return engine._encode_soft(net, x, state, engine.caller_threads())
+
+        def decode(bits: Tensor, state: CodingState) -> CodingState:
+            return engine._decode_step(net, bits, state, engine.caller_threads())
     if "compile" in flags:
         import torch._dynamo as dynamo
 

@@ -25,8 +25,9 @@ What it measures, on the same images in the same run:
 - Threads (--threads, default 1 and 2): the case's process gets OMP_NUM_THREADS and
   ``torch.set_num_threads``, AVIF libavif's ``max_threads``, JPEG XL and JPEG 2000 the
   libraries' ``numthreads``; Pillow's JPEG and WebP coders are single-threaded whatever the
-  setting. rnncodec runs each network step on one thread (decoded pixels must not depend on
-  the thread count) and only tiled images (over about 2 megapixels) use more, one tile each.
+  setting. rnncodec runs each network step on one intra-op thread (decoded pixels must not
+  depend on the thread count); more threads run the tiles of tiled images (over about 2
+  megapixels) at once, or row bands of one image's steps (rnncodec/bands.py).
   --pin also restricts each process to its first N CPUs (os.sched_setaffinity).
 - Peak RSS: the growth over the process's RSS after warm-up (interpreter, torch and weights
   excluded; see rnncodec.evaluate.measure).

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from PIL import AvifImagePlugin
 
+from rnncodec import bands
 from rnncodec.evaluate.codecs import CodecUnavailable
 from rnncodec.evaluate.results import read_json
 from rnncodec.zoo import DEFAULT_MODEL, load_model
@@ -136,6 +137,22 @@ def test_network_speed_rows_table_and_json(network: ModuleType, tmp_path: Path,
     assert doc["model"] == "m" and doc["variants"][0]["psnr_db"] != "nan"
     assert set(doc["variants"][0]) >= {"encoder_step_s", "decoder_step_s", "bits_identical",
                                        "max_abs_diff", "psnr_change_db", "samples"}
+
+
+def test_network_speed_bands_run_the_codecs_steps(network: ModuleType,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    assert network.flags_of("bands") == {"bands", "channels_last"}
+    with pytest.raises(ValueError, match="bands"):
+        network.flags_of("bands+bf16")
+    asked: list[int] = []
+    real = bands.plan
+    monkeypatch.setattr(bands, "plan", lambda *a: asked.append(a[-1]) or real(*a))
+    rows = network.run_variants(load_model(DEFAULT_MODEL).net, network.generated(64, 48),
+                                ["channels_last", "bands"], [2], iterations=1, repeats=1)
+    layout, banded = rows[1:]
+    assert banded.variant == "bands" and banded.bits_identical
+    assert banded.max_abs_diff == layout.max_abs_diff
+    assert set(asked) == {2}  # the caller's threads, for bands of steps on one thread each
 
 
 def test_network_speed_main_on_a_generated_image(network: ModuleType, tmp_path: Path,

@@ -13,23 +13,31 @@ format (but for the bit search's rate estimate).
   (``_workers``); ``decode_pixels`` decodes tiles in parallel, ``decode_progressive`` yields
   the image after each iteration.
 - Threads: ``network_step`` runs each step on one intra-op thread, so pixels do not depend on
-  the thread count.
+  the thread count; a tile's step runs on bands of its rows at once, one per thread the tiles
+  leave over (``_banded``, bands.py), with the same result.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
+import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import replace
+from typing import TypeVar
 
 import numpy as np
 import torch
 
+from . import bands
+from .cells import State
 from .defaults import MAX_REGION_PIXELS
 from .entropy import make_coder
+from .frameworks import CodingState, RNNCompressor
 from .images import to_array, to_tensor
 from .networks import BITS
 from .refine import refine, signs
@@ -39,6 +47,7 @@ from .zoo import LoadedModel
 # called with the number of iterations done so far (tiled: iterations' worth of tile work);
 # decoding calls it from its worker threads
 Progress = Callable[[int], None]
+S = TypeVar("S")
 
 
 _threads = threading.Lock()
@@ -89,6 +98,56 @@ def caller_threads() -> int:
         return _saved_threads if _users else torch.get_num_threads()
 
 
+@functools.cache
+def _band_pool() -> ThreadPoolExecutor:
+    """The threads bands run on, kept from step to step: a fresh thread's first steps are
+    slower (its memory allocator and the convolutions' scratch space start cold)."""
+    return ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="rnncodec-band")
+
+
+def _banded(step: Callable[[torch.Tensor, CodingState], S], inputs: torch.Tensor,
+            state: CodingState, split: list[bands.Band]) -> S:
+    """``step(inputs, state)``, a network step over a region, run on the bands ``split`` of
+    its rows at once, each on its own thread (bands.py): the same result, bit for bit. Each
+    band's inputs and results are held besides the region's while the step runs."""
+    height = state.recon.shape[-2]
+
+    def run(band: bands.Band) -> S:
+        with network_step():
+            return step(*bands.crop((inputs, state), band, height))
+
+    with network_step():  # entered first here, so that it keeps this thread's count
+        if len(split) == 1:
+            return step(inputs, state)
+        return bands.join(list(_band_pool().map(run, split)), split, height)
+
+
+def _encode_soft(net: RNNCompressor, x: torch.Tensor, state: CodingState,
+                 threads: int) -> tuple[torch.Tensor, CodingState]:
+    """``net.encode_soft`` on up to ``threads`` bands (``_banded``)."""
+    def step(x: torch.Tensor, state: CodingState) -> tuple[torch.Tensor, list[State | None]]:
+        soft, new = net.encode_soft(x, state)
+        return soft, new.enc
+
+    split = bands.plan(net, False, False, x.shape[-2], x.shape[-1], threads)
+    soft, enc = _banded(step, x, replace(state, dec=[]), split)  # it reads no decoder state
+    return soft, replace(state, enc=enc)
+
+
+def _decode_step(net: RNNCompressor, bits: torch.Tensor, state: CodingState,
+                 threads: int) -> CodingState:
+    """``net.decode_step`` on up to ``threads`` bands (``_banded``)."""
+    def step(bits: torch.Tensor,
+             state: CodingState) -> tuple[torch.Tensor, list[State | None]]:
+        new = net.decode_step(bits, state)
+        return new.recon, new.dec
+
+    height, width = state.recon.shape[-2:]
+    split = bands.plan(net, True, state.dec[0] is None, height, width, threads)
+    recon, dec = _banded(step, bits, replace(state, enc=[]), split)  # nor this encoder state
+    return replace(state, recon=recon, dec=dec)
+
+
 def code_shape(width: int, height: int) -> tuple[int, int, int]:
     return BITS, math.ceil(height / 16), math.ceil(width / 16)
 
@@ -116,7 +175,8 @@ def _rate(model: LoadedModel, previous: list[np.ndarray]) -> Callable[[torch.Ten
 
 
 def encode_tile(model: LoadedModel, rgb: np.ndarray, tile: Tile,
-                maps: Sequence[np.ndarray], effort: int = 0) -> Iterator[torch.Tensor]:
+                maps: Sequence[np.ndarray], effort: int = 0,
+                threads: int = 1) -> Iterator[torch.Tensor]:
     """Run one tile's closed loop: step t writes the tile's own codes into the whole-image code
     map ``maps[t]`` and yields the reconstruction of the tile's region.
 
@@ -124,7 +184,8 @@ def encode_tile(model: LoadedModel, rgb: np.ndarray, tile: Tile,
     is fed those instead of what this tile's encoder made of them, exactly as ``decode_tile``
     will be. Inference mode is entered per step, never across a ``yield``: a suspended
     generator would otherwise leave gradients switched off in its caller. The first ``effort``
-    iterations search for better bits than the encoder's (refine.py).
+    iterations search for better bits than the encoder's (refine.py). Each step runs on up to
+    ``threads`` bands at once (``_banded``).
     """
     net = model.net
     height, width = rgb.shape[:2]
@@ -138,9 +199,9 @@ def encode_tile(model: LoadedModel, rgb: np.ndarray, tile: Tile,
         context[..., tile.top:, tile.left:] = False
     for t in itertools.count():
         region = maps[t][:, slice(*tile.rows), slice(*tile.cols)]
-        with network_step():
-            soft, state = net.encode_soft(x, state)
-            if context is not None:
+        soft, state = _encode_soft(net, x, state, threads)
+        if context is not None:
+            with torch.inference_mode():
                 soft = torch.where(context, signed(region), soft)
         if t < effort:
             previous = [m[:, slice(*tile.rows), slice(*tile.cols)] for m in maps[:t]]
@@ -148,8 +209,7 @@ def encode_tile(model: LoadedModel, rgb: np.ndarray, tile: Tile,
         else:
             bits = signs(soft)
         region[:, tile.top:, tile.left:] = unsigned(bits)[:, tile.top:, tile.left:]
-        with network_step():
-            state = net.decode_step(nhwc(bits), state)
+        state = _decode_step(net, nhwc(bits), state, threads)
         yield state.recon
 
 
@@ -166,16 +226,17 @@ def iterate_codes(model: LoadedModel, rgb: np.ndarray, effort: int = 0,
     coded whole: ``compress``'s closed loop on one tile."""
     height, width = rgb.shape[:2]
     maps: list[np.ndarray] = []
-    loop = encode_tile(model, rgb, plan(width, height, 0)[0], maps, effort)
+    loop = encode_tile(model, rgb, plan(width, height, 0)[0], maps, effort, caller_threads())
     while True:
         maps.append(np.zeros(code_shape(width, height), np.uint8))
         recon = next(loop)  # writes this iteration's codes into maps[-1]
         yield maps[-1], recon
 
 
-def decode_tile(model: LoadedModel, tile: Tile,
-                maps: Sequence[np.ndarray]) -> Iterator[torch.Tensor]:
-    """The reconstruction of one tile's region after step t = 0, 1, ... from ``maps[t]``."""
+def decode_tile(model: LoadedModel, tile: Tile, maps: Sequence[np.ndarray],
+                threads: int = 1) -> Iterator[torch.Tensor]:
+    """The reconstruction of one tile's region after step t = 0, 1, ... from ``maps[t]``, each
+    step on up to ``threads`` bands at once (``_banded``)."""
     net = model.net
     state = None  # allocated at the first step, once the caller has decoded a first chunk
     for t in itertools.count():
@@ -183,8 +244,7 @@ def decode_tile(model: LoadedModel, tile: Tile,
                                                           slice(*tile.cols)])))
         if state is None:
             state = net.initial_state(torch.zeros(1, 3, bits.shape[2] * 16, bits.shape[3] * 16))
-        with network_step():
-            state = net.decode_step(bits, state)
+        state = _decode_step(net, bits, state, threads)
         yield state.recon
 
 
@@ -218,13 +278,18 @@ def _workers(tiles: list[Tile]) -> int:
     return max(1, min(caller_threads(), len(tiles), fit))
 
 
+def _band_threads(workers: int) -> int:
+    """Bands each of ``workers`` tiles coded at once may run on: the threads they leave over."""
+    return max(1, caller_threads() // workers)
+
+
 def encode_lockstep(model: LoadedModel, rgb: np.ndarray, tiles: list[Tile],
                     keep_images: bool, effort: int = 0,
                     ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     """Yield (codes, decoded pixels if ``keep_images``) for iteration 1, 2, ..., running every
     tile one step per iteration (memory: all tiles' network state at once, as untiled)."""
     maps: list[np.ndarray] = []
-    loops = [encode_tile(model, rgb, tile, maps, effort) for tile in tiles]
+    loops = [encode_tile(model, rgb, tile, maps, effort, _band_threads(1)) for tile in tiles]
     while True:
         maps.append(np.zeros(code_shape(rgb.shape[1], rgb.shape[0]), np.uint8))
         image = np.empty_like(rgb) if keep_images else None
@@ -248,21 +313,24 @@ def encode_by_tile(model: LoadedModel, rgb: np.ndarray, tiles: list[Tile], itera
     images = np.empty((iterations, *rgb.shape), np.uint8) if keep_images else None
     step_done = _tile_progress(progress, len(tiles))
 
-    def run(tile: Tile) -> None:
-        for t, recon in zip(range(iterations), encode_tile(model, rgb, tile, maps, effort),
-                             strict=False):
+    def run(tile: Tile, threads: int) -> None:
+        for t, recon in zip(range(iterations),
+                             encode_tile(model, rgb, tile, maps, effort, threads), strict=False):
             if images is not None:
                 _paste(images[t], tile, recon)
             step_done()
 
     if images is not None:  # pixels are pasted in raster order (tiling.place)
         for tile in tiles:
-            run(tile)
-    else:  # the tiles of one anti-diagonal at once, each on one thread (see network_step);
-        # searched tiles one at a time, for memory (the search itself uses all threads)
-        with ThreadPoolExecutor(1 if effort else _workers(tiles)) as pool:
+            run(tile, _band_threads(1))
+    else:  # the tiles of one anti-diagonal at once, each on its share of the threads (see
+        # network_step); searched tiles one at a time, for memory (the search itself uses all
+        # threads)
+        workers = 1 if effort else _workers(tiles)
+        with ThreadPoolExecutor(workers) as pool:
             for wave in waves(tiles):
-                list(pool.map(run, wave))
+                share = _band_threads(min(workers, len(wave)))
+                list(pool.map(run, wave, [share] * len(wave)))
     for t in range(iterations):
         yield maps[t], None if images is None else images[t]
 
@@ -278,17 +346,19 @@ def decode_pixels(loaded: LoadedModel, width: int, height: int, tile: int,
     tiles = plan(width, height, tile)
     image = np.empty((height, width, 3), np.uint8)
     step_done = _tile_progress(progress, len(tiles))
+    workers = _workers(tiles)
+    threads = _band_threads(workers)
 
     def final(part: Tile) -> torch.Tensor:
-        for t, recon in enumerate(decode_tile(loaded, part, maps), 1):
+        for t, recon in enumerate(decode_tile(loaded, part, maps, threads), 1):
             step_done()
             if t == len(maps):
                 return recon
         raise AssertionError("unreachable: decode_tile steps on for ever")
 
-    # Tiles need only the codes, so they decode in parallel, each on one thread (see
-    # network_step): as many at once as the caller's torch threads, pasted in order.
-    with ThreadPoolExecutor(_workers(tiles)) as pool:
+    # Tiles need only the codes, so they decode in parallel, each on its share of the threads
+    # (see network_step): as many at once as the caller's torch threads, pasted in order.
+    with ThreadPoolExecutor(workers) as pool:
         for part, recon in zip(tiles, pool.map(final, tiles), strict=True):
             _paste(image, part, recon)
     return image
@@ -309,7 +379,7 @@ def decode_progressive(loaded: LoadedModel, width: int, height: int, tile: int,
     loops: list[Iterator[torch.Tensor]] = []
     for maps in iterations:
         if held:
-            loops = loops or [decode_tile(loaded, t, maps) for t in tiles]
+            loops = loops or [decode_tile(loaded, t, maps, _band_threads(1)) for t in tiles]
             image = np.empty((height, width, 3), np.uint8)
             for t, loop in zip(tiles, loops, strict=True):
                 _paste(image, t, next(loop))
