@@ -229,11 +229,11 @@ def test_wrong_magic(data: bytes) -> None:
 
 def test_wrong_version() -> None:
     raw = bytearray(_header().pack())
-    raw[4] = 4
-    with pytest.raises(FormatError, match="version 4"):
+    raw[4] = 5
+    with pytest.raises(FormatError, match="version 5"):
         parse(bytes(raw))
     end = len(raw) - 4
-    with pytest.raises(FormatError, match="version 4"):  # even with a valid header CRC
+    with pytest.raises(FormatError, match="version 5"):  # even with a valid header CRC
         parse(_with_header_crc(bytes(raw), end))
 
 

@@ -14,6 +14,9 @@ format (but for the bit search's rate estimate).
   the image after each iteration.
 - Threads: ``network_step`` runs each step on one intra-op thread, so pixels do not depend on
   the thread count.
+- Adaptive rates: given ``stop_db``, each tile's blocks stop once their PSNR reaches it
+  (adaptive.py); a stopped block holds ``STOPPED`` in the code maps, which the decoder reads
+  as zeros.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from .defaults import MAX_REGION_PIXELS
+from .adaptive import block_psnr, still_active
+from .defaults import MAX_REGION_PIXELS, STOPPED
 from .entropy import make_coder
 from .images import to_array, to_tensor
 from .networks import BITS
@@ -93,14 +97,19 @@ def code_shape(width: int, height: int) -> tuple[int, int, int]:
     return BITS, math.ceil(height / 16), math.ceil(width / 16)
 
 
+_LEVELS = torch.tensor([-1.0, 1.0, 0.0])  # what the decoder reads for code 0, 1, STOPPED
+
+
 def signed(codes: np.ndarray) -> torch.Tensor:
-    """32×h×w codes in {0, 1} → 1×32×h×w bits in {-1, +1}, the decoder's input."""
-    return torch.from_numpy(codes).float().unsqueeze(0) * 2 - 1
+    """32×h×w codes in {0, 1, STOPPED} → 1×32×h×w bits in {-1, +1, 0}, the decoder's input."""
+    return _LEVELS[torch.from_numpy(codes).long()].unsqueeze(0)
 
 
 def unsigned(bits: torch.Tensor) -> np.ndarray:
-    """1×32×h×w bits in {-1, +1} → 32×h×w codes in {0, 1}, the inverse of ``signed``."""
-    return (bits[0] > 0).to(torch.uint8).numpy()
+    """1×32×h×w bits in {-1, +1, 0} → 32×h×w codes in {0, 1, STOPPED}, the inverse of
+    ``signed``."""
+    return torch.where(bits[0] == 0, STOPPED, (bits[0] > 0).to(torch.uint8)).to(
+        torch.uint8).numpy()
 
 
 def _rate(model: LoadedModel, previous: list[np.ndarray]) -> Callable[[torch.Tensor], float]:
@@ -116,7 +125,8 @@ def _rate(model: LoadedModel, previous: list[np.ndarray]) -> Callable[[torch.Ten
 
 
 def encode_tile(model: LoadedModel, rgb: np.ndarray, tile: Tile,
-                maps: Sequence[np.ndarray], effort: int = 0) -> Iterator[torch.Tensor]:
+                maps: Sequence[np.ndarray], effort: int = 0,
+                stop_db: float | None = None) -> Iterator[torch.Tensor]:
     """Run one tile's closed loop: step t writes the tile's own codes into the whole-image code
     map ``maps[t]`` and yields the reconstruction of the tile's region.
 
@@ -124,7 +134,8 @@ def encode_tile(model: LoadedModel, rgb: np.ndarray, tile: Tile,
     is fed those instead of what this tile's encoder made of them, exactly as ``decode_tile``
     will be. Inference mode is entered per step, never across a ``yield``: a suspended
     generator would otherwise leave gradients switched off in its caller. The first ``effort``
-    iterations search for better bits than the encoder's (refine.py).
+    iterations search for better bits than the encoder's (refine.py). With ``stop_db``, each
+    owned block stops once its PSNR, on the image's pixels, reaches it: its bits become zeros.
     """
     net = model.net
     height, width = rgb.shape[:2]
@@ -136,6 +147,7 @@ def encode_tile(model: LoadedModel, rgb: np.ndarray, tile: Tile,
         context = torch.ones(1, 1, *maps[0][:, slice(*tile.rows), slice(*tile.cols)].shape[1:],
                              dtype=torch.bool)
         context[..., tile.top:, tile.left:] = False
+    active = None  # the blocks still coded (context blocks: as the earlier tiles chose)
     for t in itertools.count():
         region = maps[t][:, slice(*tile.rows), slice(*tile.cols)]
         with network_step():
@@ -147,9 +159,19 @@ def encode_tile(model: LoadedModel, rgb: np.ndarray, tile: Tile,
             bits = refine(net, x, state, soft, context, rate=_rate(model, previous))
         else:
             bits = signs(soft)
+        if stop_db is not None and active is not None:
+            bits = torch.where(active, bits, 0.0)  # stopped blocks send nothing (as +0.0, as
+            # the decoder's ``signed`` reads them)
         region[:, tile.top:, tile.left:] = unsigned(bits)[:, tile.top:, tile.left:]
+        if stop_db is not None and context is not None:
+            bits = signed(region)  # the context blocks earlier tiles stopped read as zeros
         with network_step():
             state = net.decode_step(nhwc(bits), state)
+            if stop_db is not None:
+                quality = block_psnr(x, state.recon, ys.stop - ys.start, xs.stop - xs.start)
+                active = still_active(active, quality, stop_db)
+                if context is not None:
+                    active = active | context
         yield state.recon
 
 
@@ -161,12 +183,12 @@ def nhwc(t: torch.Tensor) -> torch.Tensor:
 
 
 def iterate_codes(model: LoadedModel, rgb: np.ndarray, effort: int = 0,
-                  ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+                  stop_db: float | None = None) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
     """Yield (codes, reconstruction of the padded image) for iteration 1, 2, ... of an image
     coded whole: ``compress``'s closed loop on one tile."""
     height, width = rgb.shape[:2]
     maps: list[np.ndarray] = []
-    loop = encode_tile(model, rgb, plan(width, height, 0)[0], maps, effort)
+    loop = encode_tile(model, rgb, plan(width, height, 0)[0], maps, effort, stop_db)
     while True:
         maps.append(np.zeros(code_shape(width, height), np.uint8))
         recon = next(loop)  # writes this iteration's codes into maps[-1]
@@ -219,12 +241,12 @@ def _workers(tiles: list[Tile]) -> int:
 
 
 def encode_lockstep(model: LoadedModel, rgb: np.ndarray, tiles: list[Tile],
-                    keep_images: bool, effort: int = 0,
+                    keep_images: bool, effort: int = 0, stop_db: float | None = None,
                     ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     """Yield (codes, decoded pixels if ``keep_images``) for iteration 1, 2, ..., running every
     tile one step per iteration (memory: all tiles' network state at once, as untiled)."""
     maps: list[np.ndarray] = []
-    loops = [encode_tile(model, rgb, tile, maps, effort) for tile in tiles]
+    loops = [encode_tile(model, rgb, tile, maps, effort, stop_db) for tile in tiles]
     while True:
         maps.append(np.zeros(code_shape(rgb.shape[1], rgb.shape[0]), np.uint8))
         image = np.empty_like(rgb) if keep_images else None
@@ -237,6 +259,7 @@ def encode_lockstep(model: LoadedModel, rgb: np.ndarray, tiles: list[Tile],
 
 def encode_by_tile(model: LoadedModel, rgb: np.ndarray, tiles: list[Tile], iterations: int,
                    keep_images: bool, progress: Progress | None = None, effort: int = 0,
+                   stop_db: float | None = None,
                    ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     """The same as ``encode_lockstep`` (bit for bit), computed tile by tile through all
     ``iterations`` first: memory grows with the tiles in flight (one per torch thread; one at a
@@ -249,8 +272,8 @@ def encode_by_tile(model: LoadedModel, rgb: np.ndarray, tiles: list[Tile], itera
     step_done = _tile_progress(progress, len(tiles))
 
     def run(tile: Tile) -> None:
-        for t, recon in zip(range(iterations), encode_tile(model, rgb, tile, maps, effort),
-                             strict=False):
+        loop = encode_tile(model, rgb, tile, maps, effort, stop_db)
+        for t, recon in zip(range(iterations), loop, strict=False):
             if images is not None:
                 _paste(images[t], tile, recon)
             step_done()
