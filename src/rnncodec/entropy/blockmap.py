@@ -11,6 +11,10 @@ codes' CRC that follows catches a map read differently) anti-diagonal by anti-di
 are known. Its context is the state of those two blocks in this iteration (coded, not coded, or
 outside the image): nine contexts whose probabilities start even and adapt to the counts of
 this map (a Krichevsky–Trofimov estimate in integer arithmetic).
+
+A reader accepts only the bytes this encoder writes for the decisions it read (it re-encodes
+them): trailing data, a spelled-out map where nothing stops, or a map read against other
+blocks than it was written for are refused rather than decoded into some other map.
 """
 
 from __future__ import annotations
@@ -77,8 +81,9 @@ def encode(coded: np.ndarray, was_coded: np.ndarray) -> bytes:
 
 def decode(payload: bytes, was_coded: np.ndarray, iteration: int) -> np.ndarray:
     """The blocks an iteration codes (h×w bool), from its map and the blocks the previous one
-    coded. FormatError for a map with bytes left over or one that codes no block (no writer
-    sends an iteration without codes); ``iteration`` counts from 1, for the message."""
+    coded. FormatError for a map other than the one ``encode`` writes for what it says, or
+    one that codes no block (no writer sends an iteration without codes); ``iteration``
+    counts from 1, for the messages."""
     if not payload:
         coded = was_coded.copy()
     else:
@@ -87,10 +92,10 @@ def decode(payload: bytes, was_coded: np.ndarray, iteration: int) -> np.ndarray:
             bits = reader.read(counts.probability(ctx))
             counts.update(ctx, bits)
             grid[ys, xs] = bits
-        if not reader.exhausted():
-            raise FormatError(f"iteration {iteration}'s block map has data left over: the file "
-                              "is corrupt")
         coded = grid.astype(bool)
+        if encode(coded, was_coded) != payload:
+            raise FormatError(f"iteration {iteration}'s block map is malformed: the file is "
+                              "corrupt")
     if not coded.any():
         raise FormatError(f"iteration {iteration}'s block map codes no block: the file is "
                           "corrupt")

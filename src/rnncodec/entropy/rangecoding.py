@@ -56,10 +56,6 @@ class BitReader:
             raise FormatError("entropy decoder desync: the chunk is corrupt") from None
         return np.asarray(bits, dtype=np.int64).reshape(probs.shape)
 
-    def exhausted(self) -> bool:
-        """Whether the bits read so far used up the payload (no words left over)."""
-        return bool(self.dec.maybe_exhausted())
-
     def verify(self, codes: np.ndarray) -> np.ndarray:
         if codes_crc(codes) != self.crc:
             raise FormatError("entropy decoder desync: decoded codes fail their checksum")
