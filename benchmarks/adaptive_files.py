@@ -1,14 +1,17 @@
 """What adaptive files (``compress --adaptive --psnr T``) save over uniform ones, in real bytes.
 
     python benchmarks/adaptive_files.py photo1.png photo2.jpg ...      # held-out photos
-    python benchmarks/adaptive_files.py --targets 28,32,36 --json out.json a.png
+    python benchmarks/adaptive_files.py --at 3,6,9 --json out.json a.png
 
 For each image: a uniform file of up to 16 iterations, each of its cuts a point (entropy-coded
 bytes, PSNR of the decoded cut), and one adaptive file per PSNR target T (blocks stop at
 block PSNR T; the file ends once the image reaches T or every block has stopped), each a
-point with its block maps included in its size. Reported per target: the adaptive file's size
-against the uniform file cut at the first iteration that reaches T (what ``--psnr T`` writes
-without ``--adaptive``), the bytes of its maps, encode and decode times; per image the BD-rate
+point with its block maps included in its size. The targets are the uniform file's PSNR after
+the iterations ``--at`` names (rounded down to 0.01 dB), so that each lies where that image's
+uniform curve still rises and a uniform file reaches it. Reported per target: the adaptive
+file's size against the uniform file cut at the first iteration that reaches T (what
+``--psnr T`` writes without ``--adaptive``), the bytes of its maps (length fields included),
+encode and decode times; per image the BD-rate
 (adaptive_ceiling.bd_rate) of the adaptive points against the uniform cuts, over the PSNR range
 both cover, negative being a saving. Prints a table and writes JSON next to this script.
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
@@ -30,7 +34,7 @@ from rnncodec.images import load_image
 from rnncodec.metrics import psnr
 from rnncodec.zoo import DEFAULT_MODEL
 
-TARGETS = (26.0, 29.0, 32.0, 35.0, 38.0)
+AT = (2, 4, 6, 8, 10)  # the uniform iterations whose PSNR are the targets
 
 
 def _timed(call):  # type: ignore[no-untyped-def]
@@ -39,7 +43,7 @@ def _timed(call):  # type: ignore[no-untyped-def]
     return result, time.perf_counter() - start
 
 
-def measure(rgb: np.ndarray, targets: list[float], model: str) -> dict:
+def measure(rgb: np.ndarray, at: list[int], model: str) -> dict:
     pixels = rgb.shape[0] * rgb.shape[1]
     cuts: list[tuple[int, float]] = []
     uniform, encode_s = _timed(lambda: codec.compress(
@@ -50,7 +54,7 @@ def measure(rgb: np.ndarray, targets: list[float], model: str) -> dict:
                                 "psnr": [q for _, q in reference], "encode_s": encode_s},
                     "adaptive": {}}
     points = []
-    for target in targets:
+    for target in [math.floor(cuts[k - 1][1] * 100) / 100 for k in at]:
         data, encode_s = _timed(lambda t=target: codec.compress(rgb, psnr=t, adaptive=True,
                                                                  model=model))
         decoded, decode_s = _timed(lambda d=data: np.asarray(codec.decompress(d, model=model)))
@@ -76,11 +80,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("images", nargs="+", type=Path)
     parser.add_argument("--model", default=DEFAULT_MODEL)
-    parser.add_argument("--targets", default=",".join(map(str, TARGETS)))
+    parser.add_argument("--at", default=",".join(map(str, AT)),
+                        help="uniform iterations whose PSNR are the adaptive targets")
     parser.add_argument("--json", type=Path, help="where to write the results (default: next "
                         "to this script)")
     args = parser.parse_args()
-    targets = [float(t) for t in args.targets.split(",")]
+    at = [int(k) for k in args.at.split(",")]
     out = args.json or Path(__file__).with_suffix(".json")
     torch.set_num_threads(1)
     results = {}
@@ -88,7 +93,7 @@ def main() -> None:
           "adaptive / uniform | decode s adaptive / uniform |\n|---|---|---|---|---|---|---|---|")
     for path in args.images:
         rgb, _ = load_image(path)
-        r = results[path.name] = measure(rgb, targets, args.model)
+        r = results[path.name] = measure(rgb, at, args.model)
         for t, a in r["adaptive"].items():
             print(f"| {path.name} | {t} | {a['bytes']} ({a['map_bytes']}) | {a['psnr']:.2f} | "
                   f"{a['uniform_bytes']} | {a['uniform_psnr']:.2f} | {a['encode_s']:.1f} / "
@@ -99,7 +104,7 @@ def main() -> None:
               f"{bd['range_db'][0]:.1f}–{bd['range_db'][1]:.1f} dB |", flush=True)
     mean = float(np.nanmean([r["bd_rate"]["percent"] for r in results.values()]))
     print(f"\nmean BD-rate (PSNR) of adaptive files vs uniform: {mean:+.1f}%")
-    out.write_text(json.dumps({"model": args.model, "targets": targets, "mean_bd_rate": mean,
+    out.write_text(json.dumps({"model": args.model, "at": at, "mean_bd_rate": mean,
                                "images": results}, indent=1))
 
 

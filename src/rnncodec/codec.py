@@ -266,8 +266,12 @@ def _fit_rate(job: _Job, target: Target) -> Encoded:
     low, high = SEARCH_STOP_DB
     best = None
     for trial in range(SEARCH_TRIALS):
-        stop_db = high if trial == 0 else low if trial == SEARCH_TRIALS - 1 and best is None \
-            else (low + high) / 2
+        if trial == 0:
+            stop_db = high  # the best file there is: when it fits, there is nothing to search
+        elif trial == SEARCH_TRIALS - 1 and best is None:
+            stop_db = low  # none fitted yet: the smallest file
+        else:
+            stop_db = (low + high) / 2
         result = _encode(quiet, free, stop_db)
         if len(result.data) * 8 <= budget:
             best, low = result, stop_db

@@ -159,9 +159,8 @@ def encode_tile(model: LoadedModel, rgb: np.ndarray, tile: Tile,
             bits = refine(net, x, state, soft, context, rate=_rate(model, previous))
         else:
             bits = signs(soft)
-        if stop_db is not None and active is not None:
-            bits = torch.where(active, bits, 0.0)  # stopped blocks send nothing (as +0.0, as
-            # the decoder's ``signed`` reads them)
+        if active is not None:  # stopped blocks send nothing: +0.0, as ``signed`` reads them
+            bits = torch.where(active, bits, 0.0)
         region[:, tile.top:, tile.left:] = unsigned(bits)[:, tile.top:, tile.left:]
         if stop_db is not None and context is not None:
             bits = signed(region)  # the context blocks earlier tiles stopped read as zeros
