@@ -592,6 +592,13 @@ def test_a_primed_model_decodes_what_its_encoder_reconstructed(models_dir: Path,
 STOP_DB = 14.0  # where the tiny model's blocks of ``rgb`` part: some stop after iteration 1
 
 
+@pytest.fixture()
+def no_threshold_search(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Adaptive files stop blocks at the PSNR target itself: the tiny model's images never
+    reach one, which would send the encoder searching for a threshold that does."""
+    monkeypatch.setattr(codec, "SEARCH_TRIALS", 1)
+
+
 def _adaptive(image: np.ndarray, model: str, **kw: object) -> tuple[bytes, list[np.ndarray]]:
     """An adaptive file and the encoder's pixels after each of its iterations."""
     arrived: list[np.ndarray] = []
@@ -602,7 +609,8 @@ def _adaptive(image: np.ndarray, model: str, **kw: object) -> tuple[bytes, list[
 
 
 def test_adaptive_files_decode_to_the_encoders_reconstruction(rgb: np.ndarray,
-                                                              tiny_model: str) -> None:
+                                                              tiny_model: str,
+                                                              no_threshold_search: None) -> None:
     data, arrived = _adaptive(rgb, tiny_model)
     active = codec.info(data).active_per_iteration
     assert data[4] == 4 and active is not None and len(active) == len(arrived)
@@ -617,7 +625,8 @@ def test_adaptive_files_decode_to_the_encoders_reconstruction(rgb: np.ndarray,
     assert np.array_equal(np.asarray(codec.decompress(data, model=tiny_model)), arrived[-1])
 
 
-def test_stopped_blocks_save_bits(rgb: np.ndarray, tiny_model: str) -> None:
+def test_stopped_blocks_save_bits(rgb: np.ndarray, tiny_model: str,
+                                  no_threshold_search: None) -> None:
     data, arrived = _adaptive(rgb, tiny_model, coder="raw")
     uniform = codec.compress(rgb, iterations=len(arrived), model=tiny_model, coder="raw")
     assert len(data) < len(uniform)
@@ -653,7 +662,8 @@ def test_adaptive_rate_and_ms_ssim_targets(rgb: np.ndarray, tiny_model: str) -> 
     assert e.data[4] == 4
 
 
-def test_adaptive_files_keep_a_filter(tiny_model: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_adaptive_files_keep_a_filter(tiny_model: str, monkeypatch: pytest.MonkeyPatch,
+                                      no_threshold_search: None) -> None:
     from rnncodec import postfilter
 
     monkeypatch.setattr(postfilter, "worth", lambda *a: True)
@@ -664,3 +674,21 @@ def test_adaptive_files_keep_a_filter(tiny_model: str, monkeypatch: pytest.Monke
                                   model=tiny_model)
     assert np.array_equal(np.asarray(unfiltered), arrived[-2])
     codec.decompress(data, model=tiny_model)
+
+
+def test_a_psnr_target_the_blocks_threshold_misses_raises_the_threshold(
+        rgb: np.ndarray, tiny_model: str) -> None:
+    """The tiny model's image never reaches 14 dB: stopping blocks there falls short, so the
+    encoder tries the highest threshold, which falls short too and is returned; the viewer's
+    callback starts over with that file's iterations."""
+    arrived: list[tuple[bytes, np.ndarray]] = []
+    e = codec.encode(rgb, psnr=STOP_DB, adaptive=True, model=tiny_model,
+                     on_iteration=lambda cut, pixels: arrived.append((cut, pixels.copy())))
+    assert e.psnr is not None and e.psnr < STOP_DB and e.data[4] == 4
+    assert codec.info(e.data).active_per_iteration == [1.0] * e.iterations  # 50 dB: none stop
+    replayed = arrived[-e.iterations:]
+    assert len(arrived) > e.iterations and replayed[-1][0] == e.data
+    for n, ((cut, pixels), image) in enumerate(zip(replayed, codec.decode_iterations(
+            e.data, model=tiny_model), strict=True), 1):
+        assert cut == codec.truncate(e.data, iterations=n)
+        assert np.array_equal(pixels, np.asarray(image))

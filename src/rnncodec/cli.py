@@ -169,9 +169,10 @@ def output_opt(default: str) -> Callable[[Callable[..., Any]], Callable[..., Any
                    "iterations are decoded. Off by default: the gain is small and the fit slow.")
 @click.option("--adaptive", is_flag=True,
               help="Spatially adaptive rates: each 16×16 block stops receiving codes once its "
-                   "PSNR reaches a threshold (a format-4 file). The threshold is --psnr's; "
-                   "--bpp and --ms-ssim bisect for theirs in up to 5 encodes (5× the time); "
-                   "else 40 dB. Saves most at PSNR targets.")
+                   "PSNR reaches a threshold (a format-4 file). The threshold is --psnr's "
+                   "(raised when the image then misses it); --bpp and --ms-ssim bisect for "
+                   "theirs; searches take up to 5 encodes (5× the time). Else 40 dB. Saves "
+                   "most at PSNR targets.")
 @pixels_opt
 @force_opt
 @quiet_opt

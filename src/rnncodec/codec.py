@@ -88,6 +88,11 @@ class Target:
             return psnr(original, decoded)
         return None
 
+    def quality_met(self, encoded: Encoded) -> bool:
+        """Whether a file ``encode`` made for this target reaches its quality."""
+        value = encoded.ms_ssim if self.ms_ssim is not None else encoded.psnr
+        return value is not None and value >= (self.quality or 0)
+
     def quality_reached(self, original: np.ndarray, decoded: np.ndarray) -> bool:
         value, goal = self.measure(original, decoded), self.quality
         return value is not None and goal is not None and value >= goal
@@ -127,13 +132,18 @@ def compress(image: ImageSource, *, iterations: int | None = None, bpp: float | 
 
     ``adaptive``: spatially adaptive rates (adaptive.py, format version 4): each 16×16 block
     stops receiving codes once its PSNR reaches a threshold, so later iterations spend their
-    bits where the image is still poor. The threshold follows the target: ``psnr`` itself (the
-    file ends when the image reaches it or every block has stopped); for ``bpp`` the highest
-    threshold whose file fits, and for ``ms_ssim`` the lowest whose image reaches it, each
-    found by bisection over ``adaptive.SEARCH_STOP_DB`` in at most ``adaptive.SEARCH_TRIALS``
-    whole encodes (that many times the encoding time; ``progress`` and ``on_iteration`` are
-    not called for them); with ``iterations`` (or none) ``adaptive.DEFAULT_STOP_DB``. It
-    saves most at PSNR targets: the stopping rule is a PSNR one.
+    bits where the image is still poor. The threshold follows the target. For ``psnr`` it is
+    the target itself (the file ends when the image reaches it or every block has stopped),
+    unless the image then falls short of it (blocks that never reach it run to the iteration
+    limit while the stopped ones lag behind what uniform coding gives them): then it is the
+    lowest threshold up to ``adaptive.SEARCH_STOP_DB``'s high end whose image reaches the
+    target. For ``ms_ssim`` it is likewise the lowest in ``SEARCH_STOP_DB`` whose image
+    reaches the target, and for ``bpp`` the highest whose file fits. Those are found by
+    bisection in at most ``adaptive.SEARCH_TRIALS`` whole encodes (that many times the
+    encoding time; ``progress`` and ``on_iteration`` follow the first, and when another file
+    is returned, ``on_iteration`` starts over with its iterations, from a decode). With
+    ``iterations`` (or none) it is ``adaptive.DEFAULT_STOP_DB``. Adaptive rates save most at
+    PSNR targets: the stopping rule is a PSNR one.
 
     ``on_iteration``: called after each iteration the file keeps, with the file cut there and
     its decoded pixels, so that a viewer can show the image as it is coded (tiled images: once
@@ -184,9 +194,9 @@ def encode(image: ImageSource, *, iterations: int | None = None, bpp: float | No
         return _encode(job, target, None)
     if target.bpp is not None:
         return _fit_rate(job, target)
-    if target.ms_ssim is not None:
-        return _fit_ms_ssim(job, target)
-    return _encode(job, target, DEFAULT_STOP_DB if target.psnr is None else target.psnr)
+    if target.measures_quality:
+        return _fit_quality(job, target)
+    return _encode(job, target, DEFAULT_STOP_DB)
 
 
 @dataclass(frozen=True)
@@ -285,26 +295,44 @@ def _fit_rate(job: _Job, target: Target) -> Encoded:
     return Encoded(data, len(parse(data).chunks))
 
 
-def _fit_ms_ssim(job: _Job, target: Target) -> Encoded:
-    """The smallest adaptive file among those of a bisection over ``SEARCH_STOP_DB`` for the
-    lowest block threshold whose image reaches ``target.ms_ssim`` (the highest threshold's
-    file when none does)."""
+def _fit_quality(job: _Job, target: Target) -> Encoded:
+    """The smallest adaptive file whose image reaches the quality target, its block threshold
+    the lowest of a bisection: from the target itself for ``psnr`` (one encode when that
+    reaches it), else from the low end of ``SEARCH_STOP_DB``, up to its high end (whose file
+    is returned when even it falls short). ``job``'s callbacks follow the first encode, and
+    ``on_iteration`` then the file returned, if another, from a decode of it."""
     quiet = replace(job, progress=None, on_iteration=None)
-    low, high = SEARCH_STOP_DB
-    best = None
-    for trial in range(SEARCH_TRIALS):
-        stop_db = high if trial == 0 else (low + high) / 2
-        result = _encode(quiet, target, stop_db)
-        if (result.ms_ssim or 0) >= (target.ms_ssim or 1):
-            if best is None or len(result.data) < len(best.data):
-                best = result
-            high = stop_db
-        elif trial == 0:
-            return result
-        else:
-            low = stop_db
-    assert best is not None  # the first trial reached the target, or returned
+    low, high = target.psnr or SEARCH_STOP_DB[0], max(SEARCH_STOP_DB[1], target.psnr or 0)
+    first = _encode(job, target, low)
+    best: Encoded | None = first if target.quality_met(first) else None
+    if best is None:
+        for trial in range(1, SEARCH_TRIALS):
+            stop_db = high if trial == 1 else (low + high) / 2
+            result = _encode(quiet, target, stop_db)
+            if target.quality_met(result):
+                best = result if best is None or len(result.data) < len(best.data) else best
+                high = stop_db
+            elif trial == 1:
+                best = result  # even the highest threshold falls short: the best there is
+                break
+            else:
+                low = stop_db
+    best = best or first
+    if best is not first and job.on_iteration is not None:
+        _replay(job, best.data)
     return best
+
+
+def _replay(job: _Job, data: bytes) -> None:
+    """Call ``job.on_iteration`` for each iteration of ``data`` (without its filter), with the
+    pixels a decoder makes of it: the encoder's, bit for bit."""
+    container = parse(data)
+    h = container.header
+    images = engine.decode_progressive(job.loaded, h.width, h.height, h.tile,
+                                       _codes(container, job.bit_coder))
+    assert job.on_iteration is not None
+    for n, image in enumerate(images, 1):
+        job.on_iteration(assemble(h, container.chunks[:n]), image)
 
 
 def _with_filter(data: bytes, header: Header, payloads: list[bytes], rgb: np.ndarray,
