@@ -105,3 +105,19 @@ def test_forward_with_stops_decodes_zeros_for_stopped_blocks() -> None:
         torch.testing.assert_close(r, e)
     torch.testing.assert_close(recons[0], uniform[0])
     assert not torch.equal(recons[2], uniform[2])
+
+
+def test_block_psnr_counts_only_the_images_own_pixels() -> None:
+    """A 20×20 image padded to 32×32: errors in the padding do not count, and a partial
+    block's PSNR is over its real pixels."""
+    from rnncodec.adaptive import block_psnr
+
+    x = torch.zeros(1, 3, 32, 32)
+    y = x.clone()
+    y[..., 20:, :] = 0.5  # padding only
+    y[..., :4, 16:20] = 0.1  # 16 of the top-right block's 64 real pixels (16 rows × 4 columns)
+    q = block_psnr(x, y, 20, 20)
+    assert float(q[0, 0, 1, 0]) == pytest.approx(100.0)  # nothing wrong among its real pixels
+    assert float(q[0, 0, 0, 1]) == pytest.approx(-10 * math.log10(0.01 * 16 / 64), abs=1e-4)
+    assert float(block_psnr(x, y + 1, 20, 20)[0, 0, 0, 0]) == pytest.approx(-10 * math.log10(
+        0.25))  # the reconstruction is clamped to the pixels' range

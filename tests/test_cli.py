@@ -628,3 +628,27 @@ def test_pipes_in_a_real_process(png: Path, rgb: np.ndarray, tiny_model: str,
     assert p.returncode == 0 and p.stderr == b"", p.stderr
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(p.stdout))),
                           np.asarray(codec.decompress(data, model=tiny_model)))
+
+
+def test_compress_adaptive_info_truncate(png: Path, rgb: np.ndarray, tiny_model: str,
+                                         tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(codec, "SEARCH_TRIALS", 1)  # blocks stop at the target itself
+    out = tmp_path / "adaptive.rnnc"
+    ok("compress", png, "--adaptive", "--psnr", 14, "--model", tiny_model, "-o", out)
+    data = out.read_bytes()
+    assert data == codec.compress(rgb, psnr=14, adaptive=True, model=tiny_model)
+    lines = dict(line.split(None, 1) for line in ok("info", out).stdout.splitlines())
+    active = [float(a) for a in lines["active"].split()]
+    assert len(active) == int(lines["iterations"]) and active[0] == 1 > active[-1]
+    d = json.loads(ok("info", out, "--json").stdout)
+    assert d["adaptive"] and d["active_per_iteration"] == pytest.approx(active, abs=1e-4)
+    short = tmp_path / "short.rnnc"
+    ok("truncate", out, "-n", 2, "-o", short)
+    assert short.read_bytes() == codec.truncate(data, iterations=2) and short.read_bytes()[4] == 4
+    ok("decompress", short, "--model", tiny_model, "-o", tmp_path / "short.png")
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "short.png")),
+                          np.asarray(codec.decompress(short.read_bytes(), model=tiny_model)))
+    uniform = tmp_path / "uniform.rnnc"
+    ok("compress", png, "-n", 2, "--model", tiny_model, "-o", uniform)
+    assert "active" not in ok("info", uniform).stdout

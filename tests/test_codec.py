@@ -585,3 +585,110 @@ def test_a_primed_model_decodes_what_its_encoder_reconstructed(models_dir: Path,
     np.testing.assert_array_equal(decoded, to_array(recon, *rgb.shape[:2]))
     tiled = codec.compress(rgb, iterations=2, model=str(path), tile=64)
     assert np.asarray(codec.decompress(tiled, model=str(path))).shape == rgb.shape
+
+
+# --- adaptive rates (format version 4) --------------------------------------------------------
+
+STOP_DB = 14.0  # where the tiny model's blocks of ``rgb`` part: some stop after iteration 1
+
+
+@pytest.fixture()
+def no_threshold_search(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Adaptive files stop blocks at the PSNR target itself: the tiny model's images never
+    reach one, which would send the encoder searching for a threshold that does."""
+    monkeypatch.setattr(codec, "SEARCH_TRIALS", 1)
+
+
+def _adaptive(image: np.ndarray, model: str, **kw: object) -> tuple[bytes, list[np.ndarray]]:
+    """An adaptive file and the encoder's pixels after each of its iterations."""
+    arrived: list[np.ndarray] = []
+    kw.setdefault("psnr", STOP_DB)
+    data = codec.compress(image, adaptive=True, model=model,
+                          on_iteration=lambda _, pixels: arrived.append(pixels.copy()), **kw)
+    return data, arrived
+
+
+def test_adaptive_files_decode_to_the_encoders_reconstruction(rgb: np.ndarray,
+                                                              tiny_model: str,
+                                                              no_threshold_search: None) -> None:
+    data, arrived = _adaptive(rgb, tiny_model)
+    active = codec.info(data).active_per_iteration
+    assert data[4] == 4 and active is not None and len(active) == len(arrived)
+    assert active[0] == 1 and 0 < active[-1] < 1 and active == sorted(active, reverse=True)
+    decoded = list(codec.decode_iterations(data, model=tiny_model))
+    assert len(decoded) == len(arrived)
+    for k, (pixels, image) in enumerate(zip(arrived, decoded, strict=True), 1):
+        assert np.array_equal(pixels, np.asarray(image)), k
+        cut = codec.truncate(data, iterations=k)  # every iteration boundary is a valid cut
+        assert cut[4] == 4 and codec.info(cut).active_per_iteration == active[:k]
+        assert np.array_equal(np.asarray(codec.decompress(cut, model=tiny_model)), pixels)
+    assert np.array_equal(np.asarray(codec.decompress(data, model=tiny_model)), arrived[-1])
+
+
+def test_stopped_blocks_save_bits(rgb: np.ndarray, tiny_model: str,
+                                  no_threshold_search: None) -> None:
+    data, arrived = _adaptive(rgb, tiny_model, coder="raw")
+    uniform = codec.compress(rgb, iterations=len(arrived), model=tiny_model, coder="raw")
+    assert len(data) < len(uniform)
+
+
+def test_an_adaptive_file_without_stops_is_the_uniform_one_plus_empty_maps(
+        rgb: np.ndarray, tiny_model: str) -> None:
+    """Nothing stops at 40 dB (-n's threshold) under the tiny model: each chunk is the uniform
+    file's payload after a zero map length, and the pixels are the same."""
+    adaptive = codec.compress(rgb, iterations=3, adaptive=True, model=tiny_model)
+    uniform = codec.compress(rgb, iterations=3, model=tiny_model)
+    assert parse(adaptive).chunks == [bytes(4) + c for c in parse(uniform).chunks]
+    assert np.array_equal(np.asarray(codec.decompress(adaptive, model=tiny_model)),
+                          np.asarray(codec.decompress(uniform, model=tiny_model)))
+
+
+def test_adaptive_psnr_target_stops_blocks_at_the_target(rgb: np.ndarray,
+                                                         tiny_model: str) -> None:
+    """A target every block reaches after one iteration ends the file there."""
+    e = codec.encode(rgb, psnr=1.0, adaptive=True, model=tiny_model)
+    assert e.iterations == 1 and e.psnr is not None and e.psnr >= 1.0
+
+
+def test_adaptive_rate_and_ms_ssim_targets(rgb: np.ndarray, tiny_model: str) -> None:
+    budget = len(codec.compress(rgb, iterations=4, model=tiny_model)) * 8 / rgb[..., 0].size
+    fitted = codec.encode(rgb, bpp=budget, adaptive=True, model=tiny_model)
+    assert fitted.data[4] == 4 and len(fitted.data) * 8 <= budget * rgb[..., 0].size
+    tiny_budget = codec.encode(rgb, bpp=0.01, adaptive=True, model=tiny_model)
+    assert tiny_budget.iterations == 1  # cut to the rate: one iteration at least
+    reached = ms_ssim(rgb, np.asarray(codec.decompress(fitted.data, model=tiny_model)))
+    e = codec.encode(rgb, ms_ssim=reached * 0.99, adaptive=True, model=tiny_model)
+    assert e.ms_ssim is not None and e.ms_ssim >= reached * 0.99
+    assert e.data[4] == 4
+
+
+def test_adaptive_files_keep_a_filter(tiny_model: str, monkeypatch: pytest.MonkeyPatch,
+                                      no_threshold_search: None) -> None:
+    from rnncodec import postfilter
+
+    monkeypatch.setattr(postfilter, "worth", lambda *a: True)
+    data, arrived = _adaptive(gradient_image(161, 170, seed=5), tiny_model, postfilter=True)
+    c = parse(data)
+    assert c.header.adaptive and c.filter is not None
+    unfiltered = codec.decompress(codec.truncate(data, iterations=len(c.chunks) - 1),
+                                  model=tiny_model)
+    assert np.array_equal(np.asarray(unfiltered), arrived[-2])
+    codec.decompress(data, model=tiny_model)
+
+
+def test_a_psnr_target_the_blocks_threshold_misses_raises_the_threshold(
+        rgb: np.ndarray, tiny_model: str) -> None:
+    """The tiny model's image never reaches 14 dB: stopping blocks there falls short, so the
+    encoder tries the highest threshold, which falls short too and is returned; the viewer's
+    callback starts over with that file's iterations."""
+    arrived: list[tuple[bytes, np.ndarray]] = []
+    e = codec.encode(rgb, psnr=STOP_DB, adaptive=True, model=tiny_model,
+                     on_iteration=lambda cut, pixels: arrived.append((cut, pixels.copy())))
+    assert e.psnr is not None and e.psnr < STOP_DB and e.data[4] == 4
+    assert codec.info(e.data).active_per_iteration == [1.0] * e.iterations  # 50 dB: none stop
+    replayed = arrived[-e.iterations:]
+    assert len(arrived) > e.iterations and replayed[-1][0] == e.data
+    for n, ((cut, pixels), image) in enumerate(zip(replayed, codec.decode_iterations(
+            e.data, model=tiny_model), strict=True), 1):
+        assert cut == codec.truncate(e.data, iterations=n)
+        assert np.array_equal(pixels, np.asarray(image))

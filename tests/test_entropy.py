@@ -192,3 +192,43 @@ def test_best_coder_offers_neural_only_when_the_model_ships_it(neural_tables) ->
         make_coder("best", {}).decode(neural, SHAPE, [])
     with pytest.raises(FormatError, match="coder byte is missing"):
         BestCoder([]).decode(b"", SHAPE, [])
+
+
+def _stopped(codes: list[np.ndarray], seed: int = 1) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The codes of an adaptive file: blocks stop at random iterations and hold STOPPED after,
+    and the coded blocks of each iteration."""
+    from rnncodec.defaults import STOPPED
+
+    rng = np.random.default_rng(seed)
+    stop = rng.integers(1, len(codes) + 1, codes[0].shape[1:])
+    stop[0, 0] = len(codes)  # one block codes every iteration
+    masks = [stop > t for t in range(len(codes))]
+    return [np.where(m[None], c, STOPPED).astype(np.uint8)
+            for c, m in zip(codes, masks, strict=True)], masks
+
+
+def test_every_coder_round_trips_adaptive_iterations(neural_tables) -> None:
+    codes, masks = _stopped(structured_codes(4))
+    best = BestCoder(coders(neural_tables)[1:])
+    for coder in [*coders(neural_tables), best]:
+        for t, (c, coded) in enumerate(zip(codes, masks, strict=True)):
+            payload = coder.encode(c, codes[:t], coded)
+            assert np.array_equal(coder.decode(payload, c.shape, codes[:t], coded), c), \
+                coder.name
+
+
+def test_stopped_blocks_cost_nothing(neural_tables) -> None:
+    """Raw sends 32 bits per coded block; the others shrink with the blocks they code."""
+    codes, masks = _stopped(structured_codes(4))
+    raw = make_coder("raw", {})
+    assert len(raw.encode(codes[3], codes[:3], masks[3])) == -(-32 * int(masks[3].sum()) // 8)
+    for coder in coders(neural_tables)[1:]:
+        assert len(coder.encode(codes[3], codes[:3], masks[3])) < len(
+            coder.encode(structured_codes(4)[3], structured_codes(4)[:3]))
+
+
+def test_a_raw_chunk_must_match_its_coded_blocks() -> None:
+    codes, masks = _stopped(structured_codes(2))
+    payload = make_coder("raw", {}).encode(codes[1], codes[:1], masks[1])
+    with pytest.raises(FormatError, match="raw chunk holds"):
+        make_coder("raw", {}).decode(payload, SHAPE, codes[:1], np.ones(SHAPE[1:], bool))

@@ -229,11 +229,11 @@ def test_wrong_magic(data: bytes) -> None:
 
 def test_wrong_version() -> None:
     raw = bytearray(_header().pack())
-    raw[4] = 4
-    with pytest.raises(FormatError, match="version 4"):
+    raw[4] = 5
+    with pytest.raises(FormatError, match="version 5"):
         parse(bytes(raw))
     end = len(raw) - 4
-    with pytest.raises(FormatError, match="version 4"):  # even with a valid header CRC
+    with pytest.raises(FormatError, match="version 5"):  # even with a valid header CRC
         parse(_with_header_crc(bytes(raw), end))
 
 
@@ -461,3 +461,29 @@ def test_unknown_coder_in_a_file_is_refused(rnnc: bytes, tiny_model: str) -> Non
         codec.decompress(data, model=tiny_model)
     with pytest.raises(FormatError, match="entropy coder #9"):
         codec.info(data).as_dict()
+
+
+def test_adaptive_header_is_version_4_with_a_tile_field() -> None:
+    for tile in (0, 64):
+        header = _header(tile=tile, adaptive=True)
+        raw = header.pack()
+        assert raw[4] == 4 and parse(raw).header == header
+
+
+def test_adaptive_payloads_split_into_map_and_codes() -> None:
+    from rnncodec.format import pack_adaptive, split_adaptive
+
+    assert split_adaptive(pack_adaptive(b"map!", b"codes"), 1) == (b"map!", b"codes")
+    assert split_adaptive(pack_adaptive(b"", b""), 1) == (b"", b"")
+    with pytest.raises(FormatError, match="iteration 3 is too short to hold its block map"):
+        split_adaptive(b"\0\0\0", 3)
+    with pytest.raises(FormatError, match=r"iteration 2's block map \(9 bytes\) overruns its "
+                                          r"chunk \(12 bytes\)"):
+        split_adaptive(b"\0\0\0\x09" + bytes(8), 2)
+
+
+def test_adaptive_files_may_end_with_a_filter() -> None:
+    header = _header(adaptive=True)
+    data = assemble(header, [b"\0\0\0\0a", b"\0\0\0\0b"], b"filter")
+    c = parse(data)
+    assert c.header.adaptive and c.filter == b"filter" and len(c.chunks) == 2

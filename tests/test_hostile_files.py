@@ -106,8 +106,8 @@ def _cases() -> list[Case]:
         C("bad magic", lambda s: b"RNNX" + s.raw[4:], FormatError, "bad magic"),
         C("a PNG image", lambda s: png_bytes(4, 4), FormatError, "bad magic"),
         C("three bytes of magic", lambda s: s.raw[:3], FormatError, "bad magic"),
-        C("wrong version", lambda s: patch_header(s.raw, version=4), FormatError,
-          "unsupported .rnnc version 4"),
+        C("wrong version", lambda s: patch_header(s.raw, version=5), FormatError,
+          "unsupported .rnnc version 5"),
         C("version 1 header relabelled 2", lambda s: s.raw[:4] + b"\x02" + s.raw[5:],
           FormatError, "header checksum mismatch"),
         C("tile side 0 in a version 2 header", lambda s: _tile_side(s, 0), FormatError,
@@ -518,3 +518,127 @@ def test_unwritable_output_formats(suffix: str, match: str, hostile_seeds: Seeds
     message = assert_one_error_line(r.stderr, r.stdout)
     assert match in message and "None" not in message
     assert listing(tmp_path) == {"good.rnnc"}
+
+
+# --- adaptive files (version 4): block maps that lie ------------------------------------------
+
+
+def _adaptive_file(s: Seeds, masks: list[np.ndarray], coder: str = "context",
+                   maps: dict[int, bytes] | None = None,
+                   payloads: dict[int, bytes] | None = None) -> bytes:
+    """A version-4 file of ``s.image``'s shape under the tiny model: iteration t codes random
+    bits in the blocks of ``masks[t]``, with its true map unless ``maps`` gives another (by
+    iteration index), or a whole other payload from ``payloads``."""
+    from dataclasses import replace
+
+    from rnncodec.defaults import STOPPED
+    from rnncodec.entropy import blockmap, make_coder
+    from rnncodec.format import assemble, pack_adaptive
+    from rnncodec.zoo import load_model
+
+    bit_coder = make_coder(coder, load_model(s.model).tables)
+    rng = np.random.default_rng(0)
+    header = replace(parse(s.context).header, coder=CODER_NAMES[coder], adaptive=True)
+    history: list[np.ndarray] = []
+    chunks, was = [], np.ones(masks[0].shape, bool)
+    for t, coded in enumerate(masks):
+        codes = np.where(coded, rng.integers(0, 2, (32, *coded.shape)), STOPPED).astype(np.uint8)
+        block_map = (maps or {}).get(t, blockmap.encode(coded, was))
+        chunks.append((payloads or {}).get(t, pack_adaptive(block_map, bit_coder.encode(
+            codes, history, coded))))
+        history.append(codes)
+        was = coded
+    return assemble(header, chunks)
+
+
+def _stops() -> list[np.ndarray]:
+    """Three iterations of the 2×3-block seed image: all blocks, then five, then four."""
+    second = np.ones((2, 3), bool)
+    second[0, 0] = False
+    third = second.copy()
+    third[1, 2] = False
+    return [np.ones((2, 3), bool), second, third]
+
+
+def _restarting(s: Seeds) -> bytes:
+    """Iteration 3's map written as if block (0, 0), stopped at iteration 2, were coded again."""
+    from rnncodec.entropy import blockmap
+
+    masks = _stops()
+    again = masks[2] | np.eye(2, 3, dtype=bool)
+    return _adaptive_file(s, masks, maps={2: blockmap.encode(again, np.ones((2, 3), bool))})
+
+
+def _short_map(s: Seeds) -> bytes:
+    from rnncodec.entropy import blockmap
+
+    masks = _stops()
+    return _adaptive_file(s, masks, maps={1: blockmap.encode(masks[1], masks[0])[:-4]})
+
+
+ADAPTIVE_CASES = [
+    ("a map that codes no block",
+     lambda s: _adaptive_file(s, [*_stops()[:1], np.zeros((2, 3), bool)]),
+     "iteration 2's block map codes no block"),
+    ("a map that overruns its chunk",
+     lambda s: _adaptive_file(s, _stops(), payloads={1: b"\0\0\1\0" + bytes(8)}),
+     "iteration 2's block map (256 bytes) overruns its chunk (12 bytes)"),
+    ("a chunk too short for its map length",
+     lambda s: _adaptive_file(s, _stops(), payloads={0: b"\0\0"}),
+     "iteration 1 is too short to hold its block map"),
+    ("a map with data left over",
+     lambda s: _adaptive_file(s, _stops(), maps={1: _map(_stops()[1], _stops()[0]) + bytes(4)}),
+     "iteration 2's block map is malformed"),
+    ("a map that restarts a stopped block", _restarting, "iteration 3's block map is malformed"),
+    ("a map cut short", _short_map, "entropy decoder desync"),  # to none: all go on
+    ("a map naming more blocks than the raw codes hold",
+     lambda s: _adaptive_file(s, _stops(), coder="raw", maps={1: b""}),
+     "raw chunk holds 20 bytes, expected 24"),
+]
+
+
+def _map(coded: np.ndarray, was: np.ndarray) -> bytes:
+    from rnncodec.entropy import blockmap
+
+    return blockmap.encode(coded, was)
+
+
+@pytest.mark.parametrize("name, build, match", ADAPTIVE_CASES,
+                         ids=[c[0] for c in ADAPTIVE_CASES])
+def test_adaptive_files_with_lying_maps_are_refused(name: str, build, match: str,
+                                                    hostile_seeds: Seeds,
+                                                    tmp_path: Path) -> None:
+    """A map is only ever a map of blocks coded before (none can restart), so the faults are
+    maps that code nothing, disagree with their chunk or leave the codes unreadable: one
+    FormatError line from the API and the command line, never a traceback."""
+    data = build(hostile_seeds)
+    path = tmp_path / "case.rnnc"
+    path.write_bytes(data)
+    with pytest.raises(FormatError) as e:
+        codec.decompress(data, model=hostile_seeds.model)
+    assert match in check_message(e.value), name
+    with pytest.raises(FormatError):
+        list(codec.decode_iterations(data, model=hostile_seeds.model))
+    with pytest.raises(FormatError, match="block map") as e:  # info reads every map, though
+        codec.info(data)  # not the codes; the command line reads the info first
+    before = listing(tmp_path)
+    r = invoke(["decompress", str(path), "--model", hostile_seeds.model])
+    assert r.exit_code == 65 and assert_one_error_line(r.stderr, r.stdout) == str(e.value)
+    assert listing(tmp_path) == before
+    r = invoke(["info", str(path)])
+    assert r.exit_code == 65 and assert_one_error_line(r.stderr, r.stdout) == str(e.value)
+
+
+def test_adaptive_maps_where_every_block_goes_on_are_empty(hostile_seeds: Seeds) -> None:
+    """Maps that stop no block are empty and decode; one spelled out in full, whose every
+    decision is "coded again", is not what an encoder writes and is refused."""
+    from rnncodec.entropy.rangecoding import range_code
+
+    masks = [np.ones((2, 3), bool)] * 3
+    data = _adaptive_file(hostile_seeds, masks)
+    assert codec.info(data).active_per_iteration == [1.0, 1.0, 1.0]
+    codec.decompress(data, model=hostile_seeds.model)
+    full = range_code(np.ones(6, np.int64), np.full(6, 4000))
+    spelled = _adaptive_file(hostile_seeds, masks, maps={1: full})
+    with pytest.raises(FormatError, match="iteration 2's block map is malformed"):
+        codec.decompress(spelled, model=hostile_seeds.model)

@@ -833,3 +833,16 @@ def test_browser_first_iteration_of_a_kodak_sized_image_arrives_early(
     print(f"\nfirst iteration of a 768×512 image on the page after {seconds:.2f} s")
     assert int(coded) < 16  # shown while the encode goes on: streamed, not at the end
     assert seconds < FIRST_ITERATION_S * LENIENCY
+
+
+def test_decode_takes_adaptive_files_and_their_cuts(client: TestClient, tiny_model: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("rnncodec.codec.SEARCH_TRIALS", 1)  # blocks stop at the target itself
+    data = compress(sample_image(64, 48), psnr=14, adaptive=True, model=tiny_model)
+    assert data[4] == 4
+    n = info(data).iterations
+    for k in sorted({1, n}):
+        r = client.post("/api/decode", content=truncate(data, iterations=k))
+        assert r.status_code == 200 and r.headers["x-iterations"] == str(k)
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(r.content))), np.asarray(
+            decompress(data, iterations=k, model=tiny_model)))

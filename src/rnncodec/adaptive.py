@@ -8,7 +8,10 @@ threshold means the same at every iteration:
 
 - ``ssim``: −10·log10(1 − SSIM), SSIM's map (Gaussian window, σ 1.5, as in MS-SSIM's first
   scale) averaged over the block: MS-SSIM forgives errors in busy texture, and so does this;
-- ``psnr``: the block's PSNR (peak 1), for PSNR targets.
+- ``psnr``: the block's PSNR (peak 1), for PSNR targets; ``block_psnr`` counts only the
+  image's own pixels of blocks that the padding to whole blocks reaches into, as the encoder's
+  stopping rule does (a block that stops at T dB then holds T dB of the image itself, so an
+  image whose blocks have all stopped has a PSNR of at least T).
 
 Training (``train.py``'s ``stops``) draws a threshold per image so that the decoder learns to
 read zeros wherever an encoder would stop.
@@ -27,6 +30,12 @@ _WINDOW, _SIGMA = 11, 1.5
 # thresholds training draws from (ssim measure, dB): from a first look at where an encoder
 # stops blocks, 1 − SSIM between 0.25 and 0.025
 TRAIN_STOP_DB = (6.0, 16.0)
+# The encoder's block PSNR thresholds (codec.encode, adaptive=True), in dB: without a quality
+# or rate target, blocks stop at DEFAULT_STOP_DB, near where the eye stops seeing errors;
+# rate and MS-SSIM targets bisect for theirs within SEARCH_STOP_DB in SEARCH_TRIALS encodes.
+DEFAULT_STOP_DB = 40.0
+SEARCH_STOP_DB = (20.0, 50.0)
+SEARCH_TRIALS = 5
 
 
 def _gaussian(x: Tensor) -> Tensor:
@@ -71,6 +80,17 @@ def block_quality(image: Tensor, recon: Tensor, measure: str = "ssim") -> Tensor
     else:
         raise ValueError(f"measure must be one of {', '.join(MEASURES)}, not {measure!r}")
     return -10 * torch.log10(error.clamp_min(1e-10))
+
+
+def block_psnr(image: Tensor, recon: Tensor, height: int, width: int) -> Tensor:
+    """Each block's PSNR in dB (peak 1) over the top-left ``height`` × ``width`` pixels of
+    N×3×H×W images padded to whole blocks (the rest is padding), the reconstruction clamped
+    to [-0.5, 0.5] as the decoded pixels are: N×1×H/16×W/16."""
+    real = torch.zeros_like(image[:, :1])
+    real[..., :height, :width] = 1
+    error = ((image - recon.clamp(-0.5, 0.5)) ** 2).mean(1, keepdim=True) * real
+    mse = F.avg_pool2d(error, BLOCK) / F.avg_pool2d(real, BLOCK)
+    return -10 * torch.log10(mse.clamp_min(1e-10))
 
 
 def still_active(active: Tensor | None, quality: Tensor, threshold: Tensor | float) -> Tensor:

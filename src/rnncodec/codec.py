@@ -6,12 +6,14 @@ the decoder will build), entropy codes each iteration's bits (``entropy``) into 
 the file (``format``), and stops once the rate or quality target is met. ``decompress`` parses
 the file, entropy decodes the chunks present and runs the decoder networks over their codes
 (``engine.decode_pixels``); ``decode_iterations`` yields the image after each of them.
+Adaptive files (``adaptive=True``, format version 4) also carry, per iteration, the map of the
+blocks it codes (``entropy.blockmap``), and only those blocks' codes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,18 +21,20 @@ from PIL import Image
 
 from . import engine
 from . import postfilter as filters
+from .adaptive import DEFAULT_STOP_DB, SEARCH_STOP_DB, SEARCH_TRIALS
 from .defaults import (
     AUTO_TILE_PIXELS,
     DEFAULT_ITERATIONS,
     MAX_ITERATIONS,
     MAX_PIXELS,
     SEARCH_TILE_PIXELS,
+    STOPPED,
 )
 from .engine import Progress
-from .entropy import AUTO, CODER_NAMES, BitCoder, coder_name, make_coder, resolve
+from .entropy import AUTO, CODER_NAMES, BitCoder, blockmap, coder_name, make_coder, resolve
 from .errors import ArgumentError, FormatError, ImageError, ModelError
 from .files import Info, holds, info, read_bytes, truncate  # noqa: F401 (this module's API)
-from .format import Container, Header, assemble, pack_chunk, parse
+from .format import Container, Header, assemble, pack_adaptive, pack_chunk, parse, split_adaptive
 from .images import ImageSource, load_image, to_image
 from .metrics import ms_ssim, psnr
 from .tiling import choose_tile, describe, padded_pixels, plan, region_overflow
@@ -84,6 +88,11 @@ class Target:
             return psnr(original, decoded)
         return None
 
+    def quality_met(self, encoded: Encoded) -> bool:
+        """Whether a file ``encode`` made for this target reaches its quality."""
+        value = encoded.ms_ssim if self.ms_ssim is not None else encoded.psnr
+        return value is not None and value >= (self.quality or 0)
+
     def quality_reached(self, original: np.ndarray, decoded: np.ndarray) -> bool:
         value, goal = self.measure(original, decoded), self.quality
         return value is not None and goal is not None and value >= goal
@@ -92,8 +101,9 @@ class Target:
 def compress(image: ImageSource, *, iterations: int | None = None, bpp: float | None = None,
              ms_ssim: float | None = None, psnr: float | None = None,
              model: str = DEFAULT_MODEL, coder: str = AUTO, tile: int | None = None,
-             effort: int = 0, postfilter: bool = False, max_pixels: int = MAX_PIXELS,
-             progress: Progress | None = None, on_iteration: Arrival | None = None) -> bytes:
+             effort: int = 0, postfilter: bool = False, adaptive: bool = False,
+             max_pixels: int = MAX_PIXELS, progress: Progress | None = None,
+             on_iteration: Arrival | None = None) -> bytes:
     """Compress an image (PIL image, array, path or encoded bytes) to .rnnc bytes.
 
     Rate control: a fixed number of ``iterations`` (default 16, i.e. 2 bpp before entropy
@@ -120,13 +130,29 @@ def compress(image: ImageSource, *, iterations: int | None = None, bpp: float | 
     crop of at most 768×768 pixels and, for tiled images, a decode. Off by default: the gain is
     small for the encoding time.
 
+    ``adaptive``: spatially adaptive rates (adaptive.py, format version 4): each 16×16 block
+    stops receiving codes once its PSNR reaches a threshold, so later iterations spend their
+    bits where the image is still poor. The threshold follows the target. For ``psnr`` it is
+    the target itself (the file ends when the image reaches it or every block has stopped),
+    unless the image then falls short of it (blocks that never reach it run to the iteration
+    limit while the stopped ones lag behind what uniform coding gives them): then it is the
+    lowest threshold up to ``adaptive.SEARCH_STOP_DB``'s high end whose image reaches the
+    target. For ``ms_ssim`` it is likewise the lowest in ``SEARCH_STOP_DB`` whose image
+    reaches the target, and for ``bpp`` the highest whose file fits. Those are found by
+    bisection in at most ``adaptive.SEARCH_TRIALS`` whole encodes (that many times the
+    encoding time; ``progress`` and ``on_iteration`` follow the first, and when another file
+    is returned, ``on_iteration`` starts over with its iterations, from a decode). With
+    ``iterations`` (or none) it is ``adaptive.DEFAULT_STOP_DB``. Adaptive rates save most at
+    PSNR targets: the stopping rule is a PSNR one.
+
     ``on_iteration``: called after each iteration the file keeps, with the file cut there and
     its decoded pixels, so that a viewer can show the image as it is coded (tiled images: once
     every tile has run all its iterations). The cuts carry no filter.
     """
     return encode(image, iterations=iterations, bpp=bpp, ms_ssim=ms_ssim, psnr=psnr,
                   model=model, coder=coder, tile=tile, effort=effort, postfilter=postfilter,
-                  max_pixels=max_pixels, progress=progress, on_iteration=on_iteration).data
+                  adaptive=adaptive, max_pixels=max_pixels, progress=progress,
+                  on_iteration=on_iteration).data
 
 
 @dataclass(frozen=True)
@@ -143,8 +169,9 @@ class Encoded:
 def encode(image: ImageSource, *, iterations: int | None = None, bpp: float | None = None,
            ms_ssim: float | None = None, psnr: float | None = None,
            model: str = DEFAULT_MODEL, coder: str = AUTO, tile: int | None = None,
-           effort: int = 0, postfilter: bool = False, max_pixels: int = MAX_PIXELS,
-           progress: Progress | None = None, on_iteration: Arrival | None = None) -> Encoded:
+           effort: int = 0, postfilter: bool = False, adaptive: bool = False,
+           max_pixels: int = MAX_PIXELS, progress: Progress | None = None,
+           on_iteration: Arrival | None = None) -> Encoded:
     """``compress``, also saying what a quality target reached: the file may fall short of
     it when even the last iteration a target may add does not get there."""
     if effort < 0:
@@ -160,18 +187,57 @@ def encode(image: ImageSource, *, iterations: int | None = None, bpp: float | No
     loaded = load_model(model)
     coder = resolve(coder)
     bit_coder = make_coder(coder, loaded.tables)
-    header = Header(width, height, gray, CODER_NAMES[coder], loaded.name, loaded.digest, tile)
+    header = Header(width, height, gray, CODER_NAMES[coder], loaded.name, loaded.digest, tile,
+                    adaptive)
+    job = _Job(rgb, gray, loaded, bit_coder, header, effort, postfilter, progress, on_iteration)
+    if not adaptive:
+        return _encode(job, target, None)
+    if target.bpp is not None:
+        return _fit_rate(job, target)
+    if target.measures_quality:
+        return _fit_quality(job, target)
+    return _encode(job, target, DEFAULT_STOP_DB)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What ``encode`` codes, and how: everything but the target and the block threshold."""
+
+    rgb: np.ndarray
+    gray: bool
+    loaded: LoadedModel
+    bit_coder: BitCoder
+    header: Header
+    effort: int
+    postfilter: bool
+    progress: Progress | None
+    on_iteration: Arrival | None
+
+
+def _encode(job: _Job, target: Target, stop_db: float | None) -> Encoded:
+    """One encode: iterations until the target is met (adaptive files: or every block has
+    stopped), blocks stopping at ``stop_db`` when it is set."""
+    rgb, gray, loaded, header, progress = job.rgb, job.gray, job.loaded, job.header, job.progress
+    width, height, tile = header.width, header.height, header.tile
     original = np.asarray(to_image(rgb, gray)) if target.measures_quality else None
     tiles = plan(width, height, tile)
-    keep = target.measures_quality or on_iteration is not None  # decoded pixels per iteration
+    keep = target.measures_quality or job.on_iteration is not None  # each iteration's pixels
     steps = engine.encode_by_tile(loaded, rgb, tiles, target.max_iterations, keep, progress,
-                                  effort) if tile else \
-        engine.encode_lockstep(loaded, rgb, tiles, keep or postfilter, effort)
+                                  job.effort, stop_db) if tile else \
+        engine.encode_lockstep(loaded, rgb, tiles, keep or job.postfilter, job.effort, stop_db)
     out, history, payloads = bytearray(header.pack()), list[np.ndarray](), list[bytes]()
     last: np.ndarray | None = None  # the decoded pixels after the last chunk kept
     quality: float | None = None  # theirs, for a quality target
+    coded = np.ones(engine.code_shape(width, height)[1:], bool)  # the blocks coded so far
     for i, (codes, decoded) in zip(range(target.max_iterations), steps, strict=False):
-        payload = bit_coder.encode(codes, history)
+        if header.adaptive:
+            coded, was_coded = codes[0] != STOPPED, coded
+            if not coded.any():  # every block has stopped
+                break
+            payload = pack_adaptive(blockmap.encode(coded, was_coded),
+                                    job.bit_coder.encode(codes, history, coded))
+        else:
+            payload = job.bit_coder.encode(codes, history)
         chunk = pack_chunk(i, payload)
         history.append(codes)
         if target.bpp is not None and i > 0 and (len(out) + len(chunk)) * 8 > target.bpp * (
@@ -182,14 +248,14 @@ def encode(image: ImageSource, *, iterations: int | None = None, bpp: float | No
         last = decoded
         if progress and not tile:
             progress(i + 1)
-        if on_iteration is not None and decoded is not None:
-            on_iteration(bytes(out), decoded)
+        if job.on_iteration is not None and decoded is not None:
+            job.on_iteration(bytes(out), decoded)
         if original is not None and decoded is not None:
             quality = target.measure(original, np.asarray(to_image(decoded, gray)))
             if quality is not None and quality >= (target.quality or 0):
                 break
     data = bytes(out)
-    if postfilter and filters.applies(width, height):
+    if job.postfilter and filters.applies(width, height):
         if last is None:  # tiled: the pixels were not kept, so decode them as decompress will
             last = engine.decode_pixels(loaded, width, height, tile, history[:len(payloads)])
         data, kept = _with_filter(data, header, payloads, rgb, last, target.bpp)
@@ -198,6 +264,75 @@ def encode(image: ImageSource, *, iterations: int | None = None, bpp: float | No
                                                                    gray)))
     return Encoded(data, len(payloads), quality if target.ms_ssim is not None else None,
                    quality if target.psnr is not None else None)
+
+
+def _fit_rate(job: _Job, target: Target) -> Encoded:
+    """The adaptive file within ``target.bpp`` whose block threshold is highest: bisection
+    over ``SEARCH_STOP_DB``, each trial a whole encode up to the iteration limit; when even
+    the lowest threshold's file is too large, that file cut to the rate."""
+    budget = (target.bpp or 0) * job.header.width * job.header.height
+    quiet = replace(job, progress=None, on_iteration=None)
+    free = Target(iterations=target.max_iterations)
+    low, high = SEARCH_STOP_DB
+    best = None
+    for trial in range(SEARCH_TRIALS):
+        if trial == 0:
+            stop_db = high  # the best file there is: when it fits, there is nothing to search
+        elif trial == SEARCH_TRIALS - 1 and best is None:
+            stop_db = low  # none fitted yet: the smallest file
+        else:
+            stop_db = (low + high) / 2
+        result = _encode(quiet, free, stop_db)
+        if len(result.data) * 8 <= budget:
+            best, low = result, stop_db
+            if trial == 0:
+                break
+        else:
+            high = stop_db
+    if best is not None:
+        return best
+    data = truncate(result.data, bpp=target.bpp)
+    return Encoded(data, len(parse(data).chunks))
+
+
+def _fit_quality(job: _Job, target: Target) -> Encoded:
+    """The smallest adaptive file whose image reaches the quality target, its block threshold
+    the lowest of a bisection: from the target itself for ``psnr`` (one encode when that
+    reaches it), else from the low end of ``SEARCH_STOP_DB``, up to its high end (whose file
+    is returned when even it falls short). ``job``'s callbacks follow the first encode, and
+    ``on_iteration`` then the file returned, if another, from a decode of it."""
+    quiet = replace(job, progress=None, on_iteration=None)
+    low, high = target.psnr or SEARCH_STOP_DB[0], max(SEARCH_STOP_DB[1], target.psnr or 0)
+    first = _encode(job, target, low)
+    best: Encoded | None = first if target.quality_met(first) else None
+    if best is None:
+        for trial in range(1, SEARCH_TRIALS):
+            stop_db = high if trial == 1 else (low + high) / 2
+            result = _encode(quiet, target, stop_db)
+            if target.quality_met(result):
+                best = result if best is None or len(result.data) < len(best.data) else best
+                high = stop_db
+            elif trial == 1:
+                best = result  # even the highest threshold falls short: the best there is
+                break
+            else:
+                low = stop_db
+    best = best or first
+    if best is not first and job.on_iteration is not None:
+        _replay(job, best.data)
+    return best
+
+
+def _replay(job: _Job, data: bytes) -> None:
+    """Call ``job.on_iteration`` for each iteration of ``data`` (without its filter), with the
+    pixels a decoder makes of it: the encoder's, bit for bit."""
+    container = parse(data)
+    h = container.header
+    images = engine.decode_progressive(job.loaded, h.width, h.height, h.tile,
+                                       _codes(container, job.bit_coder))
+    assert job.on_iteration is not None
+    for n, image in enumerate(images, 1):
+        job.on_iteration(assemble(h, container.chunks[:n]), image)
 
 
 def _with_filter(data: bytes, header: Header, payloads: list[bytes], rgb: np.ndarray,
@@ -290,11 +425,18 @@ def _open(data: bytes | str | Path, model: str | None, max_pixels: int,
 
 
 def _codes(container: Container, bit_coder: BitCoder) -> Iterator[list[np.ndarray]]:
-    """The code maps of the first 1, 2, ... iterations (one growing list)."""
+    """The code maps of the first 1, 2, ... iterations (one growing list); in adaptive files
+    the blocks an iteration does not code hold ``STOPPED``."""
     shape = engine.code_shape(container.header.width, container.header.height)
     maps: list[np.ndarray] = []
-    for payload in container.chunks:
-        maps.append(bit_coder.decode(payload, shape, maps))
+    coded = np.ones(shape[1:], bool)  # the blocks the previous iteration coded
+    for i, payload in enumerate(container.chunks, 1):
+        if container.header.adaptive:
+            block_map, payload = split_adaptive(payload, i)
+            coded = blockmap.decode(block_map, coded, i)
+            maps.append(bit_coder.decode(payload, shape, maps, coded))
+        else:
+            maps.append(bit_coder.decode(payload, shape, maps))
         yield maps
 
 

@@ -19,3 +19,7 @@ DEFAULT_TILE = 512
 MAX_REGION_PIXELS = 1 << 21
 AUTO_TILE_PIXELS = MAX_REGION_PIXELS  # tile=None tiles every image that could not run whole
 SEARCH_TILE_PIXELS = 1 << 19  # ... and with the bit search, which needs far more (refine.py)
+
+# A block's value in a code map once adaptive coding stopped it (format version 4): it has no
+# code in that iteration, and the decoder reads 0 for its bits, halfway between −1 and +1.
+STOPPED = 2

@@ -15,6 +15,9 @@ format (but for the bit search's rate estimate).
 - Threads: ``network_step`` runs each step on one intra-op thread, so pixels do not depend on
   the thread count; a tile's step runs on bands of its rows at once, one per thread the tiles
   leave over (``_banded``, bands.py), with the same result.
+- Adaptive rates: given ``stop_db``, each tile's blocks stop once their PSNR reaches it
+  (adaptive.py); a stopped block holds ``STOPPED`` in the code maps, which the decoder reads
+  as zeros.
 """
 
 from __future__ import annotations
@@ -34,8 +37,9 @@ import numpy as np
 import torch
 
 from . import bands
+from .adaptive import block_psnr, still_active
 from .cells import State
-from .defaults import MAX_REGION_PIXELS
+from .defaults import MAX_REGION_PIXELS, STOPPED
 from .entropy import make_coder
 from .frameworks import CodingState, RNNCompressor
 from .images import to_array, to_tensor
@@ -152,14 +156,19 @@ def code_shape(width: int, height: int) -> tuple[int, int, int]:
     return BITS, math.ceil(height / 16), math.ceil(width / 16)
 
 
+_LEVELS = torch.tensor([-1.0, 1.0, 0.0])  # what the decoder reads for code 0, 1, STOPPED
+
+
 def signed(codes: np.ndarray) -> torch.Tensor:
-    """32×h×w codes in {0, 1} → 1×32×h×w bits in {-1, +1}, the decoder's input."""
-    return torch.from_numpy(codes).float().unsqueeze(0) * 2 - 1
+    """32×h×w codes in {0, 1, STOPPED} → 1×32×h×w bits in {-1, +1, 0}, the decoder's input."""
+    return _LEVELS[torch.from_numpy(codes).long()].unsqueeze(0)
 
 
 def unsigned(bits: torch.Tensor) -> np.ndarray:
-    """1×32×h×w bits in {-1, +1} → 32×h×w codes in {0, 1}, the inverse of ``signed``."""
-    return (bits[0] > 0).to(torch.uint8).numpy()
+    """1×32×h×w bits in {-1, +1, 0} → 32×h×w codes in {0, 1, STOPPED}, the inverse of
+    ``signed``."""
+    return torch.where(bits[0] == 0, STOPPED, (bits[0] > 0).to(torch.uint8)).to(
+        torch.uint8).numpy()
 
 
 def _rate(model: LoadedModel, previous: list[np.ndarray]) -> Callable[[torch.Tensor], float]:
@@ -176,7 +185,7 @@ def _rate(model: LoadedModel, previous: list[np.ndarray]) -> Callable[[torch.Ten
 
 def encode_tile(model: LoadedModel, rgb: np.ndarray, tile: Tile,
                 maps: Sequence[np.ndarray], effort: int = 0,
-                threads: int = 1) -> Iterator[torch.Tensor]:
+                threads: int = 1, stop_db: float | None = None) -> Iterator[torch.Tensor]:
     """Run one tile's closed loop: step t writes the tile's own codes into the whole-image code
     map ``maps[t]`` and yields the reconstruction of the tile's region.
 
@@ -185,7 +194,8 @@ def encode_tile(model: LoadedModel, rgb: np.ndarray, tile: Tile,
     will be. Inference mode is entered per step, never across a ``yield``: a suspended
     generator would otherwise leave gradients switched off in its caller. The first ``effort``
     iterations search for better bits than the encoder's (refine.py). Each step runs on up to
-    ``threads`` bands at once (``_banded``).
+    ``threads`` bands at once (``_banded``). With ``stop_db``, each owned block stops once its
+    PSNR, on the image's pixels, reaches it: its bits become zeros.
     """
     net = model.net
     height, width = rgb.shape[:2]
@@ -197,6 +207,7 @@ def encode_tile(model: LoadedModel, rgb: np.ndarray, tile: Tile,
         context = torch.ones(1, 1, *maps[0][:, slice(*tile.rows), slice(*tile.cols)].shape[1:],
                              dtype=torch.bool)
         context[..., tile.top:, tile.left:] = False
+    active = None  # the blocks still coded (context blocks: as the earlier tiles chose)
     for t in itertools.count():
         region = maps[t][:, slice(*tile.rows), slice(*tile.cols)]
         soft, state = _encode_soft(net, x, state, threads)
@@ -208,8 +219,18 @@ def encode_tile(model: LoadedModel, rgb: np.ndarray, tile: Tile,
             bits = refine(net, x, state, soft, context, rate=_rate(model, previous))
         else:
             bits = signs(soft)
+        if active is not None:  # stopped blocks send nothing: +0.0, as ``signed`` reads them
+            bits = torch.where(active, bits, 0.0)
         region[:, tile.top:, tile.left:] = unsigned(bits)[:, tile.top:, tile.left:]
+        if stop_db is not None and context is not None:
+            bits = signed(region)  # the context blocks earlier tiles stopped read as zeros
         state = _decode_step(net, nhwc(bits), state, threads)
+        if stop_db is not None:
+            with torch.inference_mode():
+                quality = block_psnr(x, state.recon, ys.stop - ys.start, xs.stop - xs.start)
+                active = still_active(active, quality, stop_db)
+                if context is not None:
+                    active = active | context
         yield state.recon
 
 
@@ -221,12 +242,13 @@ def nhwc(t: torch.Tensor) -> torch.Tensor:
 
 
 def iterate_codes(model: LoadedModel, rgb: np.ndarray, effort: int = 0,
-                  ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+                  stop_db: float | None = None) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
     """Yield (codes, reconstruction of the padded image) for iteration 1, 2, ... of an image
     coded whole: ``compress``'s closed loop on one tile."""
     height, width = rgb.shape[:2]
     maps: list[np.ndarray] = []
-    loop = encode_tile(model, rgb, plan(width, height, 0)[0], maps, effort, caller_threads())
+    loop = encode_tile(model, rgb, plan(width, height, 0)[0], maps, effort, caller_threads(),
+                       stop_db)
     while True:
         maps.append(np.zeros(code_shape(width, height), np.uint8))
         recon = next(loop)  # writes this iteration's codes into maps[-1]
@@ -284,12 +306,13 @@ def _band_threads(workers: int) -> int:
 
 
 def encode_lockstep(model: LoadedModel, rgb: np.ndarray, tiles: list[Tile],
-                    keep_images: bool, effort: int = 0,
+                    keep_images: bool, effort: int = 0, stop_db: float | None = None,
                     ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     """Yield (codes, decoded pixels if ``keep_images``) for iteration 1, 2, ..., running every
     tile one step per iteration (memory: all tiles' network state at once, as untiled)."""
     maps: list[np.ndarray] = []
-    loops = [encode_tile(model, rgb, tile, maps, effort, _band_threads(1)) for tile in tiles]
+    loops = [encode_tile(model, rgb, tile, maps, effort, _band_threads(1), stop_db)
+             for tile in tiles]
     while True:
         maps.append(np.zeros(code_shape(rgb.shape[1], rgb.shape[0]), np.uint8))
         image = np.empty_like(rgb) if keep_images else None
@@ -302,6 +325,7 @@ def encode_lockstep(model: LoadedModel, rgb: np.ndarray, tiles: list[Tile],
 
 def encode_by_tile(model: LoadedModel, rgb: np.ndarray, tiles: list[Tile], iterations: int,
                    keep_images: bool, progress: Progress | None = None, effort: int = 0,
+                   stop_db: float | None = None,
                    ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     """The same as ``encode_lockstep`` (bit for bit), computed tile by tile through all
     ``iterations`` first: memory grows with the tiles in flight (one per torch thread; one at a
@@ -314,8 +338,8 @@ def encode_by_tile(model: LoadedModel, rgb: np.ndarray, tiles: list[Tile], itera
     step_done = _tile_progress(progress, len(tiles))
 
     def run(tile: Tile, threads: int) -> None:
-        for t, recon in zip(range(iterations),
-                             encode_tile(model, rgb, tile, maps, effort, threads), strict=False):
+        loop = encode_tile(model, rgb, tile, maps, effort, threads, stop_db)
+        for t, recon in zip(range(iterations), loop, strict=False):
             if images is not None:
                 _paste(images[t], tile, recon)
             step_done()

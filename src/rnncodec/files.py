@@ -1,7 +1,8 @@
 """Operations on .rnnc files that need no networks: reading, ``info`` and ``truncate``.
 
 They work on the container alone (format.py) and import neither torch nor numpy, so the
-commands built on them start fast; ``rnncodec.info`` and ``rnncodec.truncate`` are these.
+commands built on them start fast; ``rnncodec.info`` and ``rnncodec.truncate`` are these (``info``
+of an adaptive file imports numpy, to read its block maps).
 A file cut inside a chunk (an interrupted download) is a FormatError, or with ``allow_cut``
 the file of its complete iterations (format.parse).
 """
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from .entropy import chunk_coders, coder_name
 from .errors import ArgumentError, FormatError, InputMissingError
-from .format import Container, Header, assemble, parse
+from .format import Container, Header, assemble, parse, split_adaptive
 
 
 def check_readable(path: Path) -> None:
@@ -94,6 +95,8 @@ class Info:
     coders: list[str]  # the entropy coder of each iteration (they differ under "best")
     filtered: bool  # whether the file holds a filter for the image after its last iteration
     cut: str | None = None  # where a file cut inside a chunk ends (info's allow_cut)
+    # adaptive files: the fraction of the image's blocks each iteration codes; else None
+    active_per_iteration: list[float] | None = None
 
     def as_dict(self) -> dict[str, object]:
         h = self.header
@@ -104,7 +107,8 @@ class Info:
                 "bpp": self.bpp_per_iteration[-1] if self.bpp_per_iteration else 0.0,
                 "bpp_per_iteration": self.bpp_per_iteration,
                 "coder_per_iteration": self.coders, "filter": self.filtered,
-                "cut": self.cut}
+                "cut": self.cut, "adaptive": self.active_per_iteration is not None,
+                "active_per_iteration": self.active_per_iteration}
 
 
 def info(data: bytes | str | Path, *, allow_cut: bool = False) -> Info:
@@ -115,5 +119,26 @@ def info(data: bytes | str | Path, *, allow_cut: bool = False) -> Info:
     c: Container = parse(raw, allow_cut=allow_cut)
     pixels = c.header.width * c.header.height
     bpp = [c.size_after(i + 1) * 8 / pixels for i in range(len(c.chunks))]
-    return Info(c.header, len(c.chunks), len(raw), bpp, chunk_coders(c.header.coder, c.chunks),
-                c.filter is not None, c.cut)
+    codes, active = c.chunks, None
+    if c.header.adaptive:
+        codes, active = _block_maps(c)
+    return Info(c.header, len(c.chunks), len(raw), bpp, chunk_coders(c.header.coder, codes),
+                c.filter is not None, c.cut, active)
+
+
+def _block_maps(c: Container) -> tuple[list[bytes], list[float]]:
+    """An adaptive file's code payloads (its chunks without their block maps) and the fraction
+    of blocks each iteration codes (FormatError for a map that cannot be read)."""
+    import numpy as np
+
+    from .entropy import blockmap
+
+    shape = (-(-c.header.height // 16), -(-c.header.width // 16))
+    coded = np.ones(shape, bool)
+    payloads, active = [], []
+    for i, chunk in enumerate(c.chunks, 1):
+        block_map, payload = split_adaptive(chunk, i)
+        coded = blockmap.decode(block_map, coded, i)
+        payloads.append(payload)
+        active.append(float(coded.mean()))
+    return payloads, active

@@ -1,5 +1,7 @@
 """The .rnnc container: a header, then one checksummed chunk per iteration (see docs/format.md),
-and in version 3 optionally a filter chunk after the last iteration (postfilter.py).
+and in versions 3 and 4 optionally a filter chunk after the last iteration (postfilter.py).
+Version 4 files are adaptive: each chunk's payload starts with the map of the blocks it codes
+(``split_adaptive``; entropy/blockmap.py codes the map).
 
 Chunks are self-delimiting and carry no count in the header, so cutting a file after any chunk
 leaves a valid, shorter file: the bitstream is embedded (a file cut before its filter chunk
@@ -18,8 +20,10 @@ from .defaults import BLOCK, MAX_ITERATIONS, MAX_TILE, MIN_TILE
 from .errors import FormatError
 
 MAGIC = b"RNNC"
-VERSION = 3  # the newest version this reader knows; files without a filter are written as 1 or 2
-VERSIONS = (1, 2, 3)  # 2 adds the tile side after the weights hash; 3 allows a filter chunk
+VERSION = 3  # the newest version of a uniform file; without a filter they are written as 1 or 2
+ADAPTIVE_VERSION = 4  # a file whose blocks stop at their own iterations (adaptive.py)
+VERSIONS = (1, 2, 3, 4)  # 2 adds the tile side after the weights hash; 3 allows a filter chunk;
+# 4 is 3 with a map of the coded blocks at the start of each iteration's payload
 MAX_SIDE = 1 << 20
 MAX_PIXELS = 1 << 28  # what a header may declare at all; the codec applies its own lower limit
 FLAG_GRAY = 1
@@ -28,6 +32,7 @@ _FIXED = struct.Struct(">4sBBIIBB")  # magic, version, flags, width, height, cod
 _TILE = struct.Struct(">H")  # version 2: tile side in pixels
 _CHUNK = struct.Struct(">I")  # payload length
 _CRC = struct.Struct(">I")
+_MAP = struct.Struct(">I")  # version 4: the length of a payload's map part
 FILTER_MARK = 1 << 31  # set in a chunk's length field: the filter chunk (version 3)
 
 
@@ -40,12 +45,13 @@ class Header:
     model: str
     digest: bytes  # 16 bytes: the model's weights hash
     tile: int = 0  # tile side in pixels (see tiling.py); 0: the image was coded whole
+    adaptive: bool = False  # whether blocks stop at their own iterations (version 4)
 
     def pack(self, filtered: bool = False) -> bytes:
-        """Version 3 for a file with a filter chunk, else 1 for an untiled image (readable by
-        version-1 readers) and 2 for a tiled one."""
+        """Version 4 for an adaptive file, 3 for a file with a filter chunk, else 1 for an
+        untiled image (readable by version-1 readers) and 2 for a tiled one."""
         name = self.model.encode()
-        version = 3 if filtered else 2 if self.tile else 1
+        version = ADAPTIVE_VERSION if self.adaptive else 3 if filtered else 2 if self.tile else 1
         body = _FIXED.pack(MAGIC, version, FLAG_GRAY if self.gray else 0,
                            self.width, self.height, self.coder, len(name)) + name + self.digest
         if version > 1:
@@ -108,14 +114,14 @@ def parse(data: bytes, *, allow_cut: bool = False) -> Container:
     except UnicodeDecodeError:
         raise FormatError("model name in header is not UTF-8") from None
     tile = _TILE.unpack_from(data, end - _TILE.size)[0] if version > 1 else 0
-    untiled_ok = version == 3 and tile == 0  # version 3 writes 0 for an untiled image
+    untiled_ok = version >= 3 and tile == 0  # versions 3 and 4 write 0 for an untiled image
     if version > 1 and not untiled_ok and not (MIN_TILE <= tile <= MAX_TILE
                                                and tile % BLOCK == 0):
         raise FormatError(f"bad tile side {tile} in header (a multiple of {BLOCK} from "
                           f"{MIN_TILE} to {MAX_TILE})")
     digest_end = _FIXED.size + name_len + 16
     header = Header(width, height, bool(flags & FLAG_GRAY), coder, model,
-                    data[digest_end - 16:digest_end], tile)
+                    data[digest_end - 16:digest_end], tile, version == ADAPTIVE_VERSION)
     pos = end + _CRC.size
     chunks: list[bytes] = []
     container = Container(header, pos, chunks)
@@ -124,7 +130,7 @@ def parse(data: bytes, *, allow_cut: bool = False) -> Container:
         if len(data) - pos < _CHUNK.size:
             return _cut(container, f"file truncated inside iteration {i + 1}", allow_cut)
         (n,) = _CHUNK.unpack_from(data, pos)
-        if version == 3 and n & FILTER_MARK:
+        if version >= 3 and n & FILTER_MARK:
             return _filter_chunk(data, pos, container, allow_cut)
         if i >= MAX_ITERATIONS:
             raise FormatError(f"more than {MAX_ITERATIONS} iterations in file")
@@ -163,8 +169,26 @@ def _filter_chunk(data: bytes, pos: int, container: Container, allow_cut: bool) 
     return Container(container.header, container.header_size, container.chunks, payload)
 
 
+def pack_adaptive(block_map: bytes, codes: bytes) -> bytes:
+    """A version-4 iteration payload: the map's length, the map, then the blocks' codes."""
+    return _MAP.pack(len(block_map)) + block_map + codes
+
+
+def split_adaptive(payload: bytes, iteration: int) -> tuple[bytes, bytes]:
+    """The (map, codes) parts of a version-4 iteration payload (``iteration`` counts from 1,
+    for the message of the FormatError a map length that overruns the payload raises)."""
+    if len(payload) < _MAP.size:
+        raise FormatError(f"iteration {iteration} is too short to hold its block map")
+    (n,) = _MAP.unpack_from(payload)
+    if n > len(payload) - _MAP.size:
+        raise FormatError(f"iteration {iteration}'s block map ({n} bytes) overruns its chunk "
+                          f"({len(payload)} bytes)")
+    return payload[_MAP.size:_MAP.size + n], payload[_MAP.size + n:]
+
+
 def assemble(header: Header, chunks: list[bytes], filter: bytes | None = None) -> bytes:
-    """A whole file: version 1 or 2 without a filter, 3 with one (after the last chunk)."""
+    """A whole file: version 1 or 2 without a filter, 3 with one (after the last chunk);
+    4 for an adaptive header either way."""
     body = header.pack(filter is not None) + b"".join(pack_chunk(i, c)
                                                        for i, c in enumerate(chunks))
     return body if filter is None else body + pack_chunk(FILTER_MARK | len(chunks), filter)

@@ -2,8 +2,11 @@
 
 A coder turns one iteration's codes (a 32×h×w array of 0/1 bytes) into a chunk payload and back.
 It may use the codes of earlier iterations as context, never later ones, so that a file cut after
-any iteration still decodes. Coders that learn from data keep their tables in the model's
-weights file (keys starting with ``entropy.``), so the weights hash in a file's header pins them.
+any iteration still decodes. In adaptive files (format version 4) an iteration codes only some
+blocks (``coded``, h×w bool, known to both sides from the block map): the others hold
+``defaults.STOPPED`` in every channel, cost nothing, and read as "no information" in contexts.
+Coders that learn from data keep their tables in the model's weights file (keys starting with
+``entropy.``), so the weights hash in a file's header pins them.
 """
 
 from __future__ import annotations
@@ -26,10 +29,11 @@ class BitCoder(Protocol):
     coder_id: int
     name: str
 
-    def encode(self, codes: np.ndarray, previous: list[np.ndarray]) -> bytes: ...
+    def encode(self, codes: np.ndarray, previous: list[np.ndarray],
+               coded: np.ndarray | None = None) -> bytes: ...
 
-    def decode(self, payload: bytes, shape: tuple[int, int, int],
-               previous: list[np.ndarray]) -> np.ndarray: ...
+    def decode(self, payload: bytes, shape: tuple[int, int, int], previous: list[np.ndarray],
+               coded: np.ndarray | None = None) -> np.ndarray: ...
 
 
 PRIOR_KEY = "entropy.context.prior"

@@ -35,15 +35,17 @@ class BestCoder:
         """``coders``: BitCoders with distinct ids below 256 (raw, context, neural if shipped)."""
         self.coders = {c.coder_id: c for c in coders}
 
-    def encode(self, codes: np.ndarray, previous: list[np.ndarray]) -> bytes:
-        payloads = [bytes([i]) + c.encode(codes, previous) for i, c in self.coders.items()]
+    def encode(self, codes: np.ndarray, previous: list[np.ndarray],
+               coded: np.ndarray | None = None) -> bytes:
+        payloads = [bytes([i]) + c.encode(codes, previous, coded)
+                    for i, c in self.coders.items()]
         return min(payloads, key=len)  # ties go to the first: the cheaper coder to decode
 
-    def decode(self, payload: bytes, shape: tuple[int, int, int],
-               previous: list[np.ndarray]) -> np.ndarray:
+    def decode(self, payload: bytes, shape: tuple[int, int, int], previous: list[np.ndarray],
+               coded: np.ndarray | None = None) -> np.ndarray:
         coder_id = chunk_coder(payload)
         coder = self.coders.get(coder_id)
         if coder is None:
             raise FormatError(f"chunk names entropy coder #{coder_id}, which this model or "
                               "version cannot decode")
-        return coder.decode(payload[1:], shape, previous)
+        return coder.decode(payload[1:], shape, previous, coded)

@@ -2,10 +2,11 @@
 
 Each bit b[c, y, x] of iteration t is coded with a probability chosen by its context:
 its channel c, the iteration t (capped at 16), the same bit in the previous iteration, and its
-left and upper neighbours in the current iteration (outside the grid or before the first
-iteration counts as a third value). The probability of a context starts from a prior table
-fitted on training photos and shipped in the model file (uniform when a model has none) and
-adapts to the image with counts.
+left and upper neighbours in the current iteration (outside the grid, before the first
+iteration or a block not coded in an adaptive file counts as a third value). The probability
+of a context starts from a prior table fitted on training photos and shipped in the model file
+(uniform when a model has none) and adapts to the image with counts. In adaptive files only
+the coded blocks' bits are sent.
 
 Bits are visited along anti-diagonals (y + x = k): the left and upper neighbours of every bit on
 a diagonal lie on the previous one, so the decoder handles a whole diagonal of all 32 channels at
@@ -22,6 +23,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from ..defaults import STOPPED
 from .rangecoding import ONE, PROB_BITS, BitReader, encode_bits
 
 MAX_T = 16
@@ -29,6 +31,7 @@ CHANNELS = 32
 N_CONTEXTS = CHANNELS * MAX_T * 27
 PRIOR_WEIGHT = 24  # pseudo-counts behind the prior table when mixing it with image counts
 OUTSIDE = 2
+assert OUTSIDE == STOPPED  # a block an adaptive file does not code is a neighbour "outside"
 
 
 def context_index(c: np.ndarray, t: int, prev: np.ndarray, left: np.ndarray,
@@ -95,24 +98,27 @@ class ContextCoder:
     def __init__(self, prior: np.ndarray | None = None) -> None:
         self.prior = prior
 
-    def encode(self, codes: np.ndarray, previous: list[np.ndarray]) -> bytes:
+    def encode(self, codes: np.ndarray, previous: list[np.ndarray],
+               coded: np.ndarray | None = None) -> bytes:
         symbols, probs = [], []
         for (ys, xs), grid, ctx, model in _walk(codes.shape, previous, self.prior):
             bits = codes[:, ys, xs].astype(np.int64)
-            symbols.append(bits.ravel())
-            probs.append(model.probability(ctx).ravel())
-            model.update(ctx.ravel(), bits.ravel())
-            grid[:, ys, xs] = bits
+            keep = slice(None) if coded is None else coded[ys, xs]
+            symbols.append(bits[:, keep].ravel())
+            probs.append(model.probability(ctx[:, keep]).ravel())
+            model.update(ctx[:, keep].ravel(), bits[:, keep].ravel())
+            grid[:, ys, xs] = bits  # blocks not coded hold STOPPED, i.e. OUTSIDE
         return encode_bits(codes, np.concatenate(symbols), np.concatenate(probs))
 
-    def decode(self, payload: bytes, shape: tuple[int, int, int],
-               previous: list[np.ndarray]) -> np.ndarray:
+    def decode(self, payload: bytes, shape: tuple[int, int, int], previous: list[np.ndarray],
+               coded: np.ndarray | None = None) -> np.ndarray:
         reader = BitReader(payload)
         grid = np.zeros(shape, np.int64)
         for (ys, xs), grid, ctx, model in _walk(shape, previous, self.prior):
-            bits = reader.read(model.probability(ctx))
-            model.update(ctx.ravel(), bits.ravel())
-            grid[:, ys, xs] = bits
+            keep = slice(None) if coded is None else coded[ys, xs]
+            bits = reader.read(model.probability(ctx[:, keep]))
+            model.update(ctx[:, keep].ravel(), bits.ravel())
+            grid[:, ys[keep], xs[keep]] = bits  # the others stay OUTSIDE, i.e. STOPPED
         return reader.verify(grid.astype(np.uint8))
 
 

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..defaults import STOPPED
 from . import NEURAL_PREFIX as PREFIX
 from .rangecoding import ONE, BitReader, encode_bits
 
@@ -162,6 +163,15 @@ def _rescale(acc: Tensor, m: Tensor) -> Tensor:
     return (acc * m[:, None, None] + (1 << (SHIFT - 1))) >> SHIFT
 
 
+_LEVELS = torch.tensor([-1.0, 1.0, 0.0])  # code 0, 1 and STOPPED as the network reads them
+assert _LEVELS[STOPPED] == 0
+
+
+def levels(codes: np.ndarray) -> Tensor:
+    """Codes in {0, 1, STOPPED} as ±1, and 0 for blocks an adaptive file does not code."""
+    return _LEVELS[torch.from_numpy(codes).long()]
+
+
 class NeuralCoder:
     coder_id = 2
     name = "neural"
@@ -169,31 +179,37 @@ class NeuralCoder:
     def __init__(self, tables: Mapping[str, Tensor]) -> None:
         self.net = IntContextNet(tables)
 
-    def _steps(self, shape: tuple[int, int, int],
-               previous: list[np.ndarray]) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
-        """Per step: the layer-1 history accumulators and the (known, coded) masks."""
+    def _steps(self, shape: tuple[int, int, int], previous: list[np.ndarray],
+               blocks: np.ndarray | None) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        """Per step: the layer-1 history accumulators and the (known, coded) masks, the coded
+        one limited to ``blocks`` (h×w bool) when given."""
         _, h, w = shape
-        history = history_inputs([torch.from_numpy(p).float() * 2 - 1 for p in previous], h, w)
+        history = history_inputs([levels(p) for p in previous], h, w)
         base = self.net.history(step_inputs(history, torch.zeros(shape), torch.zeros(shape)))
         for step in range(STEPS):
-            yield (base, *step_mask(step, h, w))
+            known, coded = step_mask(step, h, w)
+            yield base, known, coded if blocks is None else coded & torch.from_numpy(blocks)
 
-    def encode(self, codes: np.ndarray, previous: list[np.ndarray]) -> bytes:
-        signed = torch.from_numpy(codes).float() * 2 - 1
+    def encode(self, codes: np.ndarray, previous: list[np.ndarray],
+               coded: np.ndarray | None = None) -> bytes:
+        signed = levels(codes)
         symbols, probs = [], []
-        for base, known, coded in self._steps(codes.shape, previous):
-            symbols.append(torch.from_numpy(codes)[coded])
-            probs.append(self.net.probabilities(base, signed * known)[coded])
+        for base, known, sent in self._steps(codes.shape, previous, coded):
+            symbols.append(torch.from_numpy(codes)[sent])
+            probs.append(self.net.probabilities(base, signed * known)[sent])
         return encode_bits(codes, torch.cat(symbols).numpy(), torch.cat(probs).numpy())
 
-    def decode(self, payload: bytes, shape: tuple[int, int, int],
-               previous: list[np.ndarray]) -> np.ndarray:
+    def decode(self, payload: bytes, shape: tuple[int, int, int], previous: list[np.ndarray],
+               coded: np.ndarray | None = None) -> np.ndarray:
         reader = BitReader(payload)
         signed = torch.zeros(shape)
-        for base, known, coded in self._steps(shape, previous):
-            p = self.net.probabilities(base, signed * known)[coded]
-            signed[coded] = torch.from_numpy(reader.read(p.numpy())).float() * 2 - 1
-        return reader.verify(((signed + 1) / 2).to(torch.uint8).numpy())
+        for base, known, sent in self._steps(shape, previous, coded):
+            p = self.net.probabilities(base, signed * known)[sent]
+            signed[sent] = torch.from_numpy(reader.read(p.numpy())).float() * 2 - 1
+        codes = ((signed + 1) / 2).to(torch.uint8).numpy()
+        if coded is not None:
+            codes[:, ~coded] = STOPPED
+        return reader.verify(codes)
 
 
 def training_batch(codes: Tensor, t: int, step: int) -> tuple[Tensor, Tensor, Tensor]:

@@ -24,22 +24,29 @@ def codes_crc(codes: np.ndarray) -> bytes:
     return struct.pack(">I", zlib.crc32(np.packbits(codes.astype(np.uint8).ravel()).tobytes()))
 
 
-def encode_bits(codes: np.ndarray, symbols: np.ndarray, probs: np.ndarray) -> bytes:
-    """Payload for ``codes``, sent as ``symbols`` (0/1) in order with P(1) = probs / 4096."""
+def range_code(symbols: np.ndarray, probs: np.ndarray) -> bytes:
+    """``symbols`` (0/1) in order with P(1) = probs / 4096, as the range coder's words."""
     enc = constriction.stream.queue.RangeEncoder()
     enc.encode(symbols.astype(np.int32), _BERNOULLI, probs.astype(np.float64) / ONE)
-    return codes_crc(codes) + enc.get_compressed().astype("<u4").tobytes()
+    return enc.get_compressed().astype("<u4").tobytes()
+
+
+def encode_bits(codes: np.ndarray, symbols: np.ndarray, probs: np.ndarray) -> bytes:
+    """Payload for ``codes``, sent as ``symbols`` (0/1) in order with P(1) = probs / 4096."""
+    return codes_crc(codes) + range_code(symbols, probs)
 
 
 class BitReader:
-    """Decodes a payload written by ``encode_bits``, a batch of bits at a time."""
+    """Decodes a payload written by ``encode_bits``, a batch of bits at a time (or with
+    ``checked=False`` one written by ``range_code``, which has no CRC)."""
 
-    def __init__(self, payload: bytes) -> None:
-        if len(payload) < 4 or len(payload) % 4:
+    def __init__(self, payload: bytes, checked: bool = True) -> None:
+        start = 4 if checked else 0
+        if len(payload) < start or len(payload) % 4:
             raise FormatError("entropy-coded chunk has an impossible length")
-        self.crc = payload[:4]
+        self.crc = payload[:start]
         self.dec = constriction.stream.queue.RangeDecoder(
-            np.frombuffer(payload[4:], dtype="<u4").astype(np.uint32))
+            np.frombuffer(payload[start:], dtype="<u4").astype(np.uint32))
 
     def read(self, probs: np.ndarray) -> np.ndarray:
         """The next bits (int64 0/1, shaped like ``probs``), given their integer probabilities."""
