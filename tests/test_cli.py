@@ -16,7 +16,7 @@ from click.testing import CliRunner, Result
 from conftest import gradient_image
 from PIL import Image
 
-from rnncodec import codec
+from rnncodec import codec, ratecontrol
 from rnncodec.cli import main
 from rnncodec.entropy import CODER_NAMES
 from rnncodec.format import Header, assemble, parse
@@ -633,7 +633,7 @@ def test_pipes_in_a_real_process(png: Path, rgb: np.ndarray, tiny_model: str,
 def test_compress_adaptive_info_truncate(png: Path, rgb: np.ndarray, tiny_model: str,
                                          tmp_path: Path,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(codec, "SEARCH_TRIALS", 1)  # blocks stop at the target itself
+    monkeypatch.setattr(ratecontrol, "SEARCH_TRIALS", 1)  # blocks stop at the target itself
     out = tmp_path / "adaptive.rnnc"
     ok("compress", png, "--adaptive", "--psnr", 14, "--model", tiny_model, "-o", out)
     data = out.read_bytes()

@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import gradient_image
 
-from rnncodec import codec, engine, tiling, zoo
+from rnncodec import codec, engine, ratecontrol, tiling, zoo
 from rnncodec.errors import FormatError
 from rnncodec.format import Header, parse
 from rnncodec.metrics import ms_ssim, psnr
@@ -275,7 +275,7 @@ def test_adaptive_tiles_stop_their_own_blocks(tiny_model: str,
     """Each tile's blocks stop on their own; the decoder, tile by tile or all at once, shows
     what the encoder reconstructed, and context blocks an earlier tile stopped read as zeros
     in the next tile's decoder as in the encoder's."""
-    monkeypatch.setattr(codec, "SEARCH_TRIALS", 1)  # blocks stop at the target itself
+    monkeypatch.setattr(ratecontrol, "SEARCH_TRIALS", 1)  # blocks stop at the target itself
     a = gradient_image(97, 131, seed=8)
     arrived: list[np.ndarray] = []
     data = codec.compress(a, psnr=14.0, adaptive=True, model=tiny_model, tile=64,

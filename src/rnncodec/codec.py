@@ -21,11 +21,11 @@ from PIL import Image
 
 from . import engine
 from . import postfilter as filters
-from .adaptive import DEFAULT_STOP_DB, SEARCH_STOP_DB, SEARCH_TRIALS
+from .adaptive import DEFAULT_STOP_DB
 from .defaults import (
     AUTO_TILE_PIXELS,
-    DEFAULT_ITERATIONS,
-    MAX_ITERATIONS,
+    DEFAULT_ITERATIONS,  # noqa: F401 (this module's API)
+    MAX_ITERATIONS,  # noqa: F401
     MAX_PIXELS,
     SEARCH_TILE_PIXELS,
     STOPPED,
@@ -36,66 +36,13 @@ from .errors import ArgumentError, FormatError, ImageError, ModelError
 from .files import Info, holds, info, read_bytes, truncate  # noqa: F401 (this module's API)
 from .format import Container, Header, assemble, pack_adaptive, pack_chunk, parse, split_adaptive
 from .images import ImageSource, load_image, to_image
-from .metrics import ms_ssim, psnr
+from .ratecontrol import Encoded, Target, fit_quality, fit_rate
 from .tiling import choose_tile, describe, padded_pixels, plan, region_overflow
 from .zoo import DEFAULT_MODEL, MODELS, LoadedModel, load_model
 
 # called with the file so far (a valid file, cut after the iteration just coded) and that cut's
 # decoded pixels (H×W×3 uint8), before the next iteration starts
 Arrival = Callable[[bytes, np.ndarray], None]
-
-
-@dataclass(frozen=True)
-class Target:
-    """When to stop adding iterations. Exactly one of the fields may be set (else: iterations)."""
-
-    iterations: int | None = None
-    bpp: float | None = None
-    ms_ssim: float | None = None
-    psnr: float | None = None
-
-    def __post_init__(self) -> None:
-        set_ = [k for k, v in vars(self).items() if v is not None]
-        if len(set_) > 1:
-            raise ArgumentError(f"give only one rate target, not {' and '.join(set_)}")
-        if self.iterations is not None and not 1 <= self.iterations <= MAX_ITERATIONS:
-            raise ArgumentError(f"iterations must be between 1 and {MAX_ITERATIONS}")
-        if self.bpp is not None and not self.bpp > 0:
-            raise ArgumentError("bpp must be positive")
-        if self.ms_ssim is not None and not 0 < self.ms_ssim < 1:
-            raise ArgumentError("ms_ssim must be between 0 and 1")
-        if self.psnr is not None and not self.psnr > 0:
-            raise ArgumentError("psnr must be positive")
-
-    @property
-    def max_iterations(self) -> int:
-        return self.iterations or DEFAULT_ITERATIONS
-
-    @property
-    def measures_quality(self) -> bool:
-        return self.ms_ssim is not None or self.psnr is not None
-
-    @property
-    def quality(self) -> float | None:
-        """The quality asked for (MS-SSIM or PSNR in dB), None without a quality target."""
-        return self.ms_ssim if self.ms_ssim is not None else self.psnr
-
-    def measure(self, original: np.ndarray, decoded: np.ndarray) -> float | None:
-        """The decoded image's quality on the target's metric (None without a quality target)."""
-        if self.ms_ssim is not None:
-            return ms_ssim(original, decoded)
-        if self.psnr is not None:
-            return psnr(original, decoded)
-        return None
-
-    def quality_met(self, encoded: Encoded) -> bool:
-        """Whether a file ``encode`` made for this target reaches its quality."""
-        value = encoded.ms_ssim if self.ms_ssim is not None else encoded.psnr
-        return value is not None and value >= (self.quality or 0)
-
-    def quality_reached(self, original: np.ndarray, decoded: np.ndarray) -> bool:
-        value, goal = self.measure(original, decoded), self.quality
-        return value is not None and goal is not None and value >= goal
 
 
 def compress(image: ImageSource, *, iterations: int | None = None, bpp: float | None = None,
@@ -155,17 +102,6 @@ def compress(image: ImageSource, *, iterations: int | None = None, bpp: float | 
                   on_iteration=on_iteration).data
 
 
-@dataclass(frozen=True)
-class Encoded:
-    """What ``encode`` made: the file, its iterations, and for a quality target the quality
-    its decoded image reaches on the target's metric (the other is None)."""
-
-    data: bytes
-    iterations: int
-    ms_ssim: float | None = None
-    psnr: float | None = None
-
-
 def encode(image: ImageSource, *, iterations: int | None = None, bpp: float | None = None,
            ms_ssim: float | None = None, psnr: float | None = None,
            model: str = DEFAULT_MODEL, coder: str = AUTO, tile: int | None = None,
@@ -192,10 +128,22 @@ def encode(image: ImageSource, *, iterations: int | None = None, bpp: float | No
     job = _Job(rgb, gray, loaded, bit_coder, header, effort, postfilter, progress, on_iteration)
     if not adaptive:
         return _encode(job, target, None)
+    quiet = replace(job, progress=None, on_iteration=None)
     if target.bpp is not None:
-        return _fit_rate(job, target)
+        return fit_rate(lambda goal, stop_db, _: _encode(quiet, goal, stop_db), target,
+                        width * height)
     if target.measures_quality:
-        return _fit_quality(job, target)
+        reported: list[Encoded] = []  # the encode that the callbacks followed
+
+        def encode_at(goal: Target, stop_db: float, loud: bool) -> Encoded:
+            result = _encode(job if loud else quiet, goal, stop_db)
+            reported.extend([result] if loud else [])
+            return result
+
+        found = fit_quality(encode_at, target)
+        if job.on_iteration is not None and found not in reported:
+            _replay(job, found.data)  # the viewer saw another file's iterations
+        return found
     return _encode(job, target, DEFAULT_STOP_DB)
 
 
@@ -264,63 +212,6 @@ def _encode(job: _Job, target: Target, stop_db: float | None) -> Encoded:
                                                                    gray)))
     return Encoded(data, len(payloads), quality if target.ms_ssim is not None else None,
                    quality if target.psnr is not None else None)
-
-
-def _fit_rate(job: _Job, target: Target) -> Encoded:
-    """The adaptive file within ``target.bpp`` whose block threshold is highest: bisection
-    over ``SEARCH_STOP_DB``, each trial a whole encode up to the iteration limit; when even
-    the lowest threshold's file is too large, that file cut to the rate."""
-    budget = (target.bpp or 0) * job.header.width * job.header.height
-    quiet = replace(job, progress=None, on_iteration=None)
-    free = Target(iterations=target.max_iterations)
-    low, high = SEARCH_STOP_DB
-    best = None
-    for trial in range(SEARCH_TRIALS):
-        if trial == 0:
-            stop_db = high  # the best file there is: when it fits, there is nothing to search
-        elif trial == SEARCH_TRIALS - 1 and best is None:
-            stop_db = low  # none fitted yet: the smallest file
-        else:
-            stop_db = (low + high) / 2
-        result = _encode(quiet, free, stop_db)
-        if len(result.data) * 8 <= budget:
-            best, low = result, stop_db
-            if trial == 0:
-                break
-        else:
-            high = stop_db
-    if best is not None:
-        return best
-    data = truncate(result.data, bpp=target.bpp)
-    return Encoded(data, len(parse(data).chunks))
-
-
-def _fit_quality(job: _Job, target: Target) -> Encoded:
-    """The smallest adaptive file whose image reaches the quality target, its block threshold
-    the lowest of a bisection: from the target itself for ``psnr`` (one encode when that
-    reaches it), else from the low end of ``SEARCH_STOP_DB``, up to its high end (whose file
-    is returned when even it falls short). ``job``'s callbacks follow the first encode, and
-    ``on_iteration`` then the file returned, if another, from a decode of it."""
-    quiet = replace(job, progress=None, on_iteration=None)
-    low, high = target.psnr or SEARCH_STOP_DB[0], max(SEARCH_STOP_DB[1], target.psnr or 0)
-    first = _encode(job, target, low)
-    best: Encoded | None = first if target.quality_met(first) else None
-    if best is None:
-        for trial in range(1, SEARCH_TRIALS):
-            stop_db = high if trial == 1 else (low + high) / 2
-            result = _encode(quiet, target, stop_db)
-            if target.quality_met(result):
-                best = result if best is None or len(result.data) < len(best.data) else best
-                high = stop_db
-            elif trial == 1:
-                best = result  # even the highest threshold falls short: the best there is
-                break
-            else:
-                low = stop_db
-    best = best or first
-    if best is not first and job.on_iteration is not None:
-        _replay(job, best.data)
-    return best
 
 
 def _replay(job: _Job, data: bytes) -> None:
