@@ -48,6 +48,22 @@ def build_tiny(cell: str = "residual-gru", framework: str = "residual-scaling",
     return RNNCompressor(ModelConfig(cell, framework, TINY_WIDTH))
 
 
+def open_gates(net: RNNCompressor) -> RNNCompressor:
+    """``net`` with its priming gates opened (random, not the zeros a new primed model starts
+    from, under which priming changes nothing)."""
+    if net.prime_gates is not None:
+        with torch.no_grad():
+            for g in net.prime_gates:
+                g.uniform_(0.5, 1.5)
+    return net
+
+
+def primed(prime: int, seed: int = 0) -> RNNCompressor:
+    """A tiny primed model with open gates."""
+    torch.manual_seed(seed)
+    return open_gates(RNNCompressor(ModelConfig(width=TINY_WIDTH, prime=prime)))
+
+
 @pytest.fixture(scope="session")
 def make_image() -> Callable[..., np.ndarray]:
     return gradient_image

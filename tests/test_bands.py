@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_WIDTH, gradient_image
+from conftest import TINY_WIDTH, gradient_image, open_gates
 
 from rnncodec import bands, codec, engine, zoo
 from rnncodec.defaults import BLOCK
@@ -42,7 +42,7 @@ def _model(folder: Path, config: ModelConfig, seed: int = 0) -> zoo.LoadedModel:
     """A tiny random model, saved and loaded as the codec loads its models."""
     torch.manual_seed(seed)
     path = folder / f"{config.cell}-{config.framework}-{config.prime}.safetensors"
-    zoo.save_weights(RNNCompressor(config), path)
+    zoo.save_weights(open_gates(RNNCompressor(config)), path)
     return zoo.load_model(str(path))
 
 

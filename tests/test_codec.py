@@ -568,15 +568,13 @@ def test_a_primed_model_decodes_what_its_encoder_reconstructed(models_dir: Path,
                                                                 rgb: np.ndarray) -> None:
     """Priming runs inside the decoder step both sides share: the encoder's closed loop and
     the decoder agree, tiled or not (a plain model refuses the file: test_zoo's digest test)."""
-    from conftest import TINY_WIDTH
+    from conftest import primed
 
     from rnncodec.engine import iterate_codes
-    from rnncodec.frameworks import ModelConfig, RNNCompressor
     from rnncodec.images import to_array
 
-    torch.manual_seed(0)
     path = models_dir / "primed.safetensors"
-    zoo.save_weights(RNNCompressor(ModelConfig(width=TINY_WIDTH, prime=2)), path, name="primed")
+    zoo.save_weights(primed(2), path, name="primed")
     model = zoo.load_model(str(path))
     _, recon = next(iterate_codes(model, rgb))
     data = codec.compress(rgb, iterations=1, model=str(path), tile=0)

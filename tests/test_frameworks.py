@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TINY_WIDTH, build_tiny
+from conftest import TINY_WIDTH, build_tiny, primed
 
 from rnncodec.frameworks import (
     FRAMEWORKS,
@@ -286,16 +286,17 @@ def test_an_unprimed_config_is_stored_as_before_and_a_primed_one_round_trips() -
 
 def test_priming_runs_extra_decoder_steps_on_the_first_bits_only() -> None:
     """A primed model's first reconstruction comes after ``prime`` decoder steps on the first
-    bits whose outputs are dropped; later iterations decode one step each."""
+    bits whose outputs are dropped and whose state is scaled by the gates; later iterations
+    decode one step each."""
     from dataclasses import replace
 
-    torch.manual_seed(0)
+    net = primed(2).eval()
     plain = RNNCompressor(ModelConfig(width=TINY_WIDTH)).eval()
-    primed = RNNCompressor(ModelConfig(width=TINY_WIDTH, prime=2)).eval()
-    primed.load_state_dict(plain.state_dict())
+    plain.load_state_dict(net.state_dict(), strict=False)  # all but the gates
+    assert net.prime_gates is not None
     x = _image(h=32, w=32)
     with torch.no_grad():
-        got = primed(x, 3, False)
+        got = net(x, 3, False)
         state = plain.initial_state(x)
         expected = []
         for t in range(3):
@@ -304,6 +305,8 @@ def test_priming_runs_extra_decoder_steps_on_the_first_bits_only() -> None:
                 dec = state.dec
                 for _ in range(2):
                     _, dec = plain.decoder(bits, dec)
+                dec = [tuple(v * g for v in s) for s, g in zip(dec, net.prime_gates,
+                                                               strict=True)]
                 state = replace(state, dec=dec)
             state = plain.decode_step(bits, state)
             expected.append(state.recon)
@@ -313,9 +316,26 @@ def test_priming_runs_extra_decoder_steps_on_the_first_bits_only() -> None:
     assert not torch.equal(got[0], unprimed[0])
 
 
+def test_closed_priming_gates_change_nothing() -> None:
+    """A new primed model's gates are zero: it reconstructs exactly what the same weights
+    unprimed do, so priming added to trained weights starts from them."""
+    torch.manual_seed(0)
+    plain = RNNCompressor(ModelConfig(width=TINY_WIDTH)).eval()
+    gated = RNNCompressor(ModelConfig(width=TINY_WIDTH, prime=2)).eval()
+    assert plain.prime_gates is None and gated.prime_gates is not None
+    assert all(not g.any() for g in gated.prime_gates)
+    gated.load_state_dict(plain.state_dict(), strict=False)
+    x = _image(h=32, w=32)
+    with torch.no_grad():
+        for a, b in zip(gated(x, 3, False), plain(x, 3, False), strict=True):
+            assert torch.equal(a, b)
+
+
 def test_grow_may_add_priming_to_trained_weights() -> None:
     src = build_tiny()
     dst = RNNCompressor(ModelConfig(width=TINY_WIDTH, prime=1))
     grow(src, dst)
-    for (k, a), b in zip(src.state_dict().items(), dst.state_dict().values(), strict=True):
-        assert torch.equal(a, b), k
+    grown = dst.state_dict()
+    for k, a in src.state_dict().items():
+        assert torch.equal(a, grown[k]), k
+    assert sorted(set(grown) - set(src.state_dict())) == [f"prime_gates.{i}" for i in range(4)]

@@ -119,7 +119,7 @@ def test_priming_is_part_of_the_weights_digest(tmp_path: Path) -> None:
     torch.manual_seed(0)
     plain = RNNCompressor(ModelConfig(width=TINY_WIDTH))
     primed = RNNCompressor(ModelConfig(width=TINY_WIDTH, prime=2))
-    primed.load_state_dict(plain.state_dict())
+    primed.load_state_dict(plain.state_dict(), strict=False)  # all but the priming gates
     d_plain = zoo.save_weights(plain, tmp_path / "plain.safetensors")
     d_primed = zoo.save_weights(primed, tmp_path / "primed.safetensors")
     assert d_plain != d_primed

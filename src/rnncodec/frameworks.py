@@ -47,6 +47,11 @@ class RNNCompressor(nn.Module):
         self.encoder = Encoder(config.cell, config.width)
         self.binarizer = Binarizer(self.encoder.out_channels)
         self.decoder = Decoder(config.cell, config.width)
+        # a primed model scales the decoder's state after its priming steps by these per-channel
+        # gates, zero at first: priming added to trained weights starts from what they do
+        hidden = [int(rnn.hidden) for rnn in self.decoder.rnns]  # type: ignore[arg-type]
+        self.prime_gates = nn.ParameterList(
+            nn.Parameter(torch.zeros(1, h, 1, 1)) for h in hidden) if config.prime else None
         self.gain = GainEstimator() if config.framework == "residual-scaling" else None
 
     @staticmethod
@@ -81,11 +86,13 @@ class RNNCompressor(nn.Module):
     def decode_step(self, bits: Tensor, state: CodingState) -> CodingState:
         """The next reconstruction from this iteration's bits (N×32×H/16×W/16 in {-1, +1}).
         A primed model first runs ``config.prime`` decoder steps on the first iteration's bits,
-        keeping only their hidden state."""
+        keeping only their hidden state, scaled per channel by ``prime_gates``."""
         dec = state.dec
-        if self.config.prime and dec[0] is None:  # the first iteration
+        if self.prime_gates is not None and dec[0] is None:  # the first iteration
             for _ in range(self.config.prime):
                 _, dec = self.decoder(bits, dec)
+            dec = [None if s is None else tuple(t * g for t in s)
+                   for s, g in zip(dec, self.prime_gates, strict=True)]
         out, dec = self.decoder(bits, dec)
         if self.config.framework == "one-shot":
             recon = out * 0.5
