@@ -656,6 +656,27 @@ def test_a_run_can_start_from_shipped_weights(photos: Path, tmp_path: Path) -> N
     assert wide.config.width == 0.0625
 
 
+def test_a_run_from_a_checkpoint_carries_its_adam_moments(photos: Path, tmp_path: Path) -> None:
+    """``init`` naming another run's checkpoint brings its weights and Adam's moments onto a
+    new schedule; parameters the first run did not have (priming gates) start afresh."""
+    train(_config(photos, tmp_path / "a"))
+    first = tmp_path / "a" / "checkpoint.pt"
+    saved = torch.load(first, weights_only=True)
+    for prime in (0, 1):
+        out = tmp_path / f"b{prime}"
+        train(_config(photos, out, steps=0, prime=prime, init=str(first)))
+        got = torch.load(out / "checkpoint.pt", weights_only=True)
+        assert got["step"] == 0
+        names = list(got["model"])  # parameters only: this model has no buffers
+        old_names = list(saved["model"])
+        moved = {names[i]: v for i, v in got["opt"]["state"].items()}
+        assert set(moved) == set(old_names)  # no moments for the priming gates
+        for i, name in enumerate(old_names):
+            for key in ("exp_avg", "exp_avg_sq"):
+                assert torch.equal(moved[name][key], saved["opt"]["state"][i][key]), name
+        assert all(torch.equal(got["model"][k], saved["model"][k]) for k in old_names)
+
+
 class _Terminal(io.StringIO):
     def isatty(self) -> bool:
         return True

@@ -13,7 +13,8 @@ networks the context they have in whole images, and ``ms_ssim`` adds 1 − MS-SS
 the codec is judged by, to the paper's L1 loss; ``stops`` codes a fraction of the images with
 adaptive block stops, so that the decoder learns to read the zeros of stopped blocks.
 ``init`` starts from trained weights, those of a narrower model too: they grow into the run's
-width (``frameworks.grow``), computing the same.
+width (``frameworks.grow``), computing the same; from another run's checkpoint, Adam's moments
+come along.
 Several GPUs train data-parallel (DDP) under torchrun; each rank draws ``batch`` patches, so the
 effective batch is ``batch`` × ranks::
 
@@ -104,7 +105,8 @@ class TrainConfig:
     compile: bool = False  # torch.compile the training forward
     device: str = "auto"  # cuda if available, else cpu
     tensorboard: bool = False  # also log to <out>/tensorboard
-    init: str = ""  # start from these weights (a name or .safetensors; narrower ones grow)
+    init: str = ""  # start from these weights (a name, .safetensors, or a run's checkpoint.pt
+    # whose Adam moments come along; narrower weights grow)
     bank: int = 0  # cut this many patches on the device once, then draw from them (0: per step)
     binarize: str = "stochastic"  # the paper's random bits, or "sign" as at inference
     l1: float = 1.0  # weight of the paper's L1 residual loss
@@ -207,6 +209,22 @@ def _checkpoint_problem(e: Exception) -> str:
     if isinstance(e, KeyError):
         return f"it has no {e} entry"
     return (str(e).splitlines() or [type(e).__name__])[0]
+
+
+def carry_moments(opt: torch.optim.Optimizer, saved: dict, src: RNNCompressor,
+                  model: RNNCompressor) -> None:
+    """Give ``opt`` (Adam over ``model``) the moments ``saved`` (Adam's state over ``src``) holds
+    for each parameter of the same name and shape; others (grown or new ones) start afresh.
+
+    With fresh moments Adam's first steps are as large as the learning rate in every
+    direction, so a run from trained weights loses more ground before it gains."""
+    names = [n for n, _ in src.named_parameters()]
+    shapes = {n: p.shape for n, p in src.named_parameters()}
+    by_name = {names[i]: v for i, v in saved["state"].items()}
+    state = {i: by_name[n] for i, (n, p) in enumerate(model.named_parameters())
+             if n in by_name and shapes[n] == p.shape}
+    group = {**opt.state_dict()["param_groups"][0]}
+    opt.load_state_dict({"state": state, "param_groups": [group]})
 
 
 def resolve_device(name: str) -> torch.device:
@@ -386,12 +404,19 @@ def train(cfg: TrainConfig) -> Path:
         torch.set_rng_state(state["rng"])
         rng.setstate(state["py_rng"])
     elif cfg.init:  # e.g. continue the shipped model, or grow it into a wider one
-        src = load_model(cfg.init).net.float()
+        moments = None
+        if cfg.init.endswith(".pt"):  # another run's checkpoint: its weights and moments
+            state, src = load_checkpoint(Path(cfg.init))
+            moments = state["opt"]
+        else:
+            src = load_model(cfg.init).net.float()
         try:
             grow(src, model)
         except ValueError as e:
             raise ModelError(f"{cfg.init} is a {src.config}, not this run's {model.config} "
                              f"({e})") from None
+        if moments is not None:
+            carry_moments(opt, moments, src, model)
         if src.config.width != cfg.width and rank == 0:
             print(f"grown from width {src.config.width} to {cfg.width}: the same reconstructions "
                   "to start with, the new channels' outgoing weights at zero", flush=True)
