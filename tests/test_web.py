@@ -837,7 +837,7 @@ def test_browser_first_iteration_of_a_kodak_sized_image_arrives_early(
 
 def test_decode_takes_adaptive_files_and_their_cuts(client: TestClient, tiny_model: str,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("rnncodec.codec.SEARCH_TRIALS", 1)  # blocks stop at the target itself
+    monkeypatch.setattr("rnncodec.ratecontrol.SEARCH_TRIALS", 1)  # blocks stop at the target itself
     data = compress(sample_image(64, 48), psnr=14, adaptive=True, model=tiny_model)
     assert data[4] == 4
     n = info(data).iterations

@@ -184,8 +184,9 @@ def _rate(model: LoadedModel, previous: list[np.ndarray]) -> Callable[[torch.Ten
 
 
 def encode_tile(model: LoadedModel, rgb: np.ndarray, tile: Tile,
-                maps: Sequence[np.ndarray], effort: int = 0,
-                threads: int = 1, stop_db: float | None = None) -> Iterator[torch.Tensor]:
+                maps: Sequence[np.ndarray], effort: int = 0, threads: int = 1,
+                stop_db: float | None = None, recons: bool = True
+                ) -> Iterator[torch.Tensor | None]:
     """Run one tile's closed loop: step t writes the tile's own codes into the whole-image code
     map ``maps[t]`` and yields the reconstruction of the tile's region.
 
@@ -195,7 +196,9 @@ def encode_tile(model: LoadedModel, rgb: np.ndarray, tile: Tile,
     generator would otherwise leave gradients switched off in its caller. The first ``effort``
     iterations search for better bits than the encoder's (refine.py). Each step runs on up to
     ``threads`` bands at once (``_banded``). With ``stop_db``, each owned block stops once its
-    PSNR, on the image's pixels, reaches it: its bits become zeros.
+    PSNR, on the image's pixels, reaches it: its bits become zeros. Without ``recons`` it
+    yields None once the codes are written, and runs the decoder step that the next iteration
+    needs only when that iteration is asked for: the last one's is never run.
     """
     net = model.net
     height, width = rgb.shape[:2]
@@ -208,7 +211,21 @@ def encode_tile(model: LoadedModel, rgb: np.ndarray, tile: Tile,
                              dtype=torch.bool)
         context[..., tile.top:, tile.left:] = False
     active = None  # the blocks still coded (context blocks: as the earlier tiles chose)
+
+    def decode(bits: torch.Tensor) -> None:
+        nonlocal state, active
+        state = _decode_step(net, nhwc(bits), state, threads)
+        if stop_db is not None:
+            with torch.inference_mode():
+                quality = block_psnr(x, state.recon, ys.stop - ys.start, xs.stop - xs.start)
+                active = still_active(active, quality, stop_db)
+                if context is not None:
+                    active = active | context
+
+    pending = None  # the last iteration's bits, when their decoder step waits (``recons``)
     for t in itertools.count():
+        if pending is not None:
+            decode(pending)
         region = maps[t][:, slice(*tile.rows), slice(*tile.cols)]
         soft, state = _encode_soft(net, x, state, threads)
         if context is not None:
@@ -224,14 +241,12 @@ def encode_tile(model: LoadedModel, rgb: np.ndarray, tile: Tile,
         region[:, tile.top:, tile.left:] = unsigned(bits)[:, tile.top:, tile.left:]
         if stop_db is not None and context is not None:
             bits = signed(region)  # the context blocks earlier tiles stopped read as zeros
-        state = _decode_step(net, nhwc(bits), state, threads)
-        if stop_db is not None:
-            with torch.inference_mode():
-                quality = block_psnr(x, state.recon, ys.stop - ys.start, xs.stop - xs.start)
-                active = still_active(active, quality, stop_db)
-                if context is not None:
-                    active = active | context
-        yield state.recon
+        if recons:
+            decode(bits)
+            yield state.recon
+        else:
+            pending = bits
+            yield None
 
 
 def nhwc(t: torch.Tensor) -> torch.Tensor:
@@ -252,6 +267,7 @@ def iterate_codes(model: LoadedModel, rgb: np.ndarray, effort: int = 0,
     while True:
         maps.append(np.zeros(code_shape(width, height), np.uint8))
         recon = next(loop)  # writes this iteration's codes into maps[-1]
+        assert recon is not None  # encode_tile yields reconstructions unless told otherwise
         yield maps[-1], recon
 
 
@@ -311,14 +327,14 @@ def encode_lockstep(model: LoadedModel, rgb: np.ndarray, tiles: list[Tile],
     """Yield (codes, decoded pixels if ``keep_images``) for iteration 1, 2, ..., running every
     tile one step per iteration (memory: all tiles' network state at once, as untiled)."""
     maps: list[np.ndarray] = []
-    loops = [encode_tile(model, rgb, tile, maps, effort, _band_threads(1), stop_db)
+    loops = [encode_tile(model, rgb, tile, maps, effort, _band_threads(1), stop_db, keep_images)
              for tile in tiles]
     while True:
         maps.append(np.zeros(code_shape(rgb.shape[1], rgb.shape[0]), np.uint8))
         image = np.empty_like(rgb) if keep_images else None
         for tile, loop in zip(tiles, loops, strict=True):
             recon = next(loop)
-            if image is not None:
+            if image is not None and recon is not None:
                 _paste(image, tile, recon)
         yield maps[-1], image
 
@@ -338,9 +354,9 @@ def encode_by_tile(model: LoadedModel, rgb: np.ndarray, tiles: list[Tile], itera
     step_done = _tile_progress(progress, len(tiles))
 
     def run(tile: Tile, threads: int) -> None:
-        loop = encode_tile(model, rgb, tile, maps, effort, threads, stop_db)
+        loop = encode_tile(model, rgb, tile, maps, effort, threads, stop_db, images is not None)
         for t, recon in zip(range(iterations), loop, strict=False):
-            if images is not None:
+            if images is not None and recon is not None:
                 _paste(images[t], tile, recon)
             step_done()
 
