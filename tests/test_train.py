@@ -712,18 +712,18 @@ def test_block_stops_stop_good_blocks_for_the_chosen_fraction_only() -> None:
 def test_block_stops_draw_thresholds_once_per_forward() -> None:
     """Later iterations of one forward keep the first one's thresholds, so a block's fate
     depends on its quality alone."""
-    from rnncodec.adaptive import TRAIN_STOP_DB
+    from rnncodec.adaptive import SEARCH_STOP_DB
     from rnncodec.train import block_stops
 
     image = torch.rand(64, 3, 16, 16, generator=torch.Generator().manual_seed(0)) - 0.5
     noise = torch.randn(64, 3, 16, 16, generator=torch.Generator().manual_seed(1))
-    recon = image + torch.logspace(-3, -0.5, 64).view(64, 1, 1, 1) * noise  # ~30 dB to ~0 dB
+    recon = image + torch.logspace(-3, -0.5, 64).view(64, 1, 1, 1) * noise  # ~60 dB to ~10 dB
     stops = block_stops(1.0)
     first = stops(image, recon, None)
-    assert 0 < int(first.sum()) < 64  # thresholds spread over TRAIN_STOP_DB
+    assert 0 < int(first.sum()) < 64  # thresholds spread over SEARCH_STOP_DB
     again = stops(image, recon, torch.ones_like(first))
     assert torch.equal(first, again)
-    assert TRAIN_STOP_DB[0] < TRAIN_STOP_DB[1]
+    assert SEARCH_STOP_DB[0] < SEARCH_STOP_DB[1]
 
 
 def test_train_step_with_stops_runs_and_validates_its_fraction() -> None:

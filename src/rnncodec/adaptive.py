@@ -13,8 +13,8 @@ threshold means the same at every iteration:
   stopping rule does (a block that stops at T dB then holds T dB of the image itself, so an
   image whose blocks have all stopped has a PSNR of at least T).
 
-Training (``train.py``'s ``stops``) draws a threshold per image so that the decoder learns to
-read zeros wherever an encoder would stop.
+Training (``train.py``'s ``stops``) stops blocks by the encoder's rule, a threshold drawn per
+image, so that the decoder learns to read zeros wherever an encoder would stop.
 """
 
 from __future__ import annotations
@@ -27,12 +27,10 @@ BLOCK = 16  # pixels per side of the blocks that one position of the code map de
 MEASURES = ("ssim", "psnr")
 _C1, _C2 = 0.01**2, 0.03**2  # SSIM's stabilisers for a dynamic range of 1
 _WINDOW, _SIGMA = 11, 1.5
-# thresholds training draws from (ssim measure, dB): from a first look at where an encoder
-# stops blocks, 1 − SSIM between 0.25 and 0.025
-TRAIN_STOP_DB = (6.0, 16.0)
 # The encoder's block PSNR thresholds (codec.encode, adaptive=True), in dB: without a quality
 # or rate target, blocks stop at DEFAULT_STOP_DB, near where the eye stops seeing errors;
-# rate and MS-SSIM targets bisect for theirs within SEARCH_STOP_DB in SEARCH_TRIALS encodes.
+# rate and MS-SSIM targets bisect for theirs within SEARCH_STOP_DB in SEARCH_TRIALS encodes,
+# and training (train.block_stops) draws its thresholds from it.
 DEFAULT_STOP_DB = 40.0
 SEARCH_STOP_DB = (20.0, 50.0)
 SEARCH_TRIALS = 5

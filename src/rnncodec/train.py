@@ -45,7 +45,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from .adaptive import TRAIN_STOP_DB, block_quality, still_active
+from .adaptive import SEARCH_STOP_DB, block_psnr, still_active
 from .errors import InputMissingError, ModelError
 from .frameworks import (
     ModelConfig,
@@ -260,21 +260,23 @@ def _layout(cfg: TrainConfig) -> torch.memory_format:
 
 
 def block_stops(fraction: float) -> Stops:
-    """Stops as an adaptive encoder makes them (adaptive.py), for about ``fraction`` of the
-    images, the others coded uniformly: each image draws a threshold in ``TRAIN_STOP_DB`` per
-    forward, and a block stops once its SSIM quality reaches it. The decoder thus learns to
-    read zeros where an encoder stops, and to go on improving the blocks around them."""
+    """Stops as the adaptive encoder makes them (``engine.encode_tile``), for about ``fraction``
+    of the images, the others coded uniformly: each image draws a block-PSNR threshold in the
+    encoder's ``SEARCH_STOP_DB`` per forward, and a block stops once its PSNR reaches it. The
+    decoder thus learns to read zeros where an encoder stops, and to go on improving the blocks
+    around them."""
     thresholds = torch.empty(0)
 
     def stops(image: Tensor, recon: Tensor, active: Tensor | None) -> Tensor:
         nonlocal thresholds
         if active is None:  # the first iteration of a forward: draw this batch's thresholds
             n = image.shape[0]
-            thresholds = torch.empty(n, 1, 1, 1, device=image.device).uniform_(*TRAIN_STOP_DB)
+            thresholds = torch.empty(n, 1, 1, 1, device=image.device).uniform_(*SEARCH_STOP_DB)
             uniform = torch.rand(n, 1, 1, 1, device=image.device) >= fraction
             thresholds[uniform] = math.inf
         with torch.no_grad():
-            return still_active(active, block_quality(image, recon.float()), thresholds)
+            quality = block_psnr(image, recon.float(), *image.shape[-2:])
+            return still_active(active, quality, thresholds)
 
     return stops
 
