@@ -33,8 +33,8 @@ from .defaults import (
 from .engine import Progress
 from .entropy import AUTO, CODER_NAMES, BitCoder, blockmap, coder_name, make_coder, resolve
 from .errors import ArgumentError, FormatError, ImageError, ModelError
-from .files import Info, holds, info, read_bytes, truncate  # noqa: F401 (this module's API)
-from .format import Container, Header, assemble, pack_adaptive, pack_chunk, parse, split_adaptive
+from .files import Info, coded_blocks, holds, info, read_bytes, truncate  # noqa: F401 (API)
+from .format import Container, Header, assemble, pack_adaptive, pack_chunk, parse
 from .images import ImageSource, load_image, to_image
 from .ratecontrol import Encoded, Target, fit_quality, fit_rate
 from .tiling import choose_tile, describe, padded_pixels, plan, region_overflow
@@ -137,7 +137,8 @@ def encode(image: ImageSource, *, iterations: int | None = None, bpp: float | No
 
         def encode_at(goal: Target, stop_db: float, loud: bool) -> Encoded:
             result = _encode(job if loud else quiet, goal, stop_db)
-            reported.extend([result] if loud else [])
+            if loud:
+                reported.append(result)
             return result
 
         found = fit_quality(encode_at, target)
@@ -320,14 +321,8 @@ def _codes(container: Container, bit_coder: BitCoder) -> Iterator[list[np.ndarra
     the blocks an iteration does not code hold ``STOPPED``."""
     shape = engine.code_shape(container.header.width, container.header.height)
     maps: list[np.ndarray] = []
-    coded = np.ones(shape[1:], bool)  # the blocks the previous iteration coded
-    for i, payload in enumerate(container.chunks, 1):
-        if container.header.adaptive:
-            block_map, payload = split_adaptive(payload, i)
-            coded = blockmap.decode(block_map, coded, i)
-            maps.append(bit_coder.decode(payload, shape, maps, coded))
-        else:
-            maps.append(bit_coder.decode(payload, shape, maps))
+    for coded, payload in coded_blocks(container):
+        maps.append(bit_coder.decode(payload, shape, maps, coded))
         yield maps
 
 

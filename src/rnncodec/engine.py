@@ -41,6 +41,7 @@ from .adaptive import block_psnr, still_active
 from .cells import State
 from .defaults import MAX_REGION_PIXELS, STOPPED
 from .entropy import make_coder
+from .entropy.neural import levels
 from .frameworks import CodingState, RNNCompressor
 from .images import to_array, to_tensor
 from .networks import BITS
@@ -156,12 +157,9 @@ def code_shape(width: int, height: int) -> tuple[int, int, int]:
     return BITS, math.ceil(height / 16), math.ceil(width / 16)
 
 
-_LEVELS = torch.tensor([-1.0, 1.0, 0.0])  # what the decoder reads for code 0, 1, STOPPED
-
-
 def signed(codes: np.ndarray) -> torch.Tensor:
     """32×h×w codes in {0, 1, STOPPED} → 1×32×h×w bits in {-1, +1, 0}, the decoder's input."""
-    return _LEVELS[torch.from_numpy(codes).long()].unsqueeze(0)
+    return levels(codes).unsqueeze(0)
 
 
 def unsigned(bits: torch.Tensor) -> np.ndarray:

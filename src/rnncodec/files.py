@@ -10,12 +10,18 @@ the file of its complete iterations (format.parse).
 from __future__ import annotations
 
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from .defaults import BLOCK
 from .entropy import chunk_coders, coder_name
 from .errors import ArgumentError, FormatError, InputMissingError
 from .format import Container, Header, assemble, parse, split_adaptive
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def check_readable(path: Path) -> None:
@@ -121,24 +127,26 @@ def info(data: bytes | str | Path, *, allow_cut: bool = False) -> Info:
     bpp = [c.size_after(i + 1) * 8 / pixels for i in range(len(c.chunks))]
     codes, active = c.chunks, None
     if c.header.adaptive:
-        codes, active = _block_maps(c)
+        blocks = list(coded_blocks(c))
+        codes = [payload for _, payload in blocks]
+        active = [float(coded.mean()) for coded, _ in blocks if coded is not None]
     return Info(c.header, len(c.chunks), len(raw), bpp, chunk_coders(c.header.coder, codes),
                 c.filter is not None, c.cut, active)
 
 
-def _block_maps(c: Container) -> tuple[list[bytes], list[float]]:
-    """An adaptive file's code payloads (its chunks without their block maps) and the fraction
-    of blocks each iteration codes (FormatError for a map that cannot be read)."""
-    import numpy as np
+def coded_blocks(c: Container) -> Iterator[tuple[np.ndarray | None, bytes]]:
+    """Per iteration: the blocks it codes (h×w bool, from an adaptive file's block map; None in
+    a uniform file, where every iteration codes every block) and its codes' payload. A map that
+    cannot be read is a FormatError when its iteration is reached."""
+    if not c.header.adaptive:
+        yield from ((None, chunk) for chunk in c.chunks)
+        return
+    import numpy as np  # only here: info and truncate of uniform files start without it
 
     from .entropy import blockmap
 
-    shape = (-(-c.header.height // 16), -(-c.header.width // 16))
-    coded = np.ones(shape, bool)
-    payloads, active = [], []
+    coded = np.ones((-(-c.header.height // BLOCK), -(-c.header.width // BLOCK)), bool)
     for i, chunk in enumerate(c.chunks, 1):
         block_map, payload = split_adaptive(chunk, i)
         coded = blockmap.decode(block_map, coded, i)
-        payloads.append(payload)
-        active.append(float(coded.mean()))
-    return payloads, active
+        yield coded, payload
