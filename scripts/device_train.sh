@@ -13,8 +13,8 @@
 # 180–215 patches/s each, the GPU 96–100% busy); no argument, one arm. Stage 12's first call:
 #   INIT=rgru-rs-w25 bash scripts/device_train.sh "--set lr=2e-4" "--set lr=5e-4 --set seed=1"
 # and afterwards, here, for arm N (a, b, ...):
-#   cat <files_at>/N.part* > N.safetensors
-#   rnncodec export N.safetensors -o NAME.safetensors
+#   cat <files_at>/N.part* > N.pt  # N.safetensors with CKPT=false
+#   rnncodec export N.pt -o NAME.safetensors
 #
 # A WIDTH above INIT's grows those weights into the wider model, which starts from what they
 # compute (`frameworks.grow`), e.g. WIDTH=0.5 INIT=rgru-rs-w25 (16.9 MB fp16), or WIDTH=0.6, the
@@ -57,8 +57,10 @@ wait
 for i in $(seq 0 $(($# - 1))); do
     arm=${names[$i]}
     cp /tmp/$arm/log.csv "$OUT/$arm-log.csv" 2>/dev/null
-    # the device returns files of at most 16 MiB: fp16 weights of a width-0.5 model are 16.9 MB
-    w=/tmp/$arm/model.safetensors
+    # the device returns files of at most 16 MiB, so the checkpoint (fp32 weights and Adam's
+    # moments, written at every validation: an arm stopped by the timeout still has one) comes
+    # back in parts; CKPT=false brings the fp16 weights instead (fewer bytes, no moments)
+    if [ "${CKPT:-true}" = true ]; then w=/tmp/$arm/checkpoint.pt; else w=/tmp/$arm/model.safetensors; fi
     [ -f $w ] && split -b 15M -d $w "$OUT/$arm.part"
     tail -n 3 "$OUT/$arm.log"
 done

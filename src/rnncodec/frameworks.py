@@ -142,6 +142,7 @@ def grow(src: RNNCompressor, dst: RNNCompressor) -> None:
     new = dst.state_dict()
     for key, old in src.state_dict().items():
         out = new[key].clone()
+        old = old.to(out.device)  # the source may sit on another device
         blocks = int(gates) if ".conv_x." in key or ".conv_h." in key else 1
         h_old, h_new = old.shape[0] // blocks, out.shape[0] // blocks
         rows = torch.tensor([q * h_new + j for q in range(blocks) for j in range(h_old)])
