@@ -71,13 +71,11 @@ def block_ssim(image: Tensor, recon: Tensor) -> Tensor:
 def block_quality(image: Tensor, recon: Tensor, measure: str = "ssim") -> Tensor:
     """Each block's quality in dB (higher is better): N×1×H/16×W/16 for N×3×H×W images in
     [-0.5, 0.5] whose sides are multiples of 16."""
-    if measure == "ssim":
-        error = 1 - block_ssim(image, recon)
-    elif measure == "psnr":
-        error = F.avg_pool2d(((image - recon) ** 2).mean(1, keepdim=True), BLOCK)
-    else:
+    if measure == "psnr":
+        return block_psnr(image, recon, *image.shape[-2:])
+    if measure != "ssim":
         raise ValueError(f"measure must be one of {', '.join(MEASURES)}, not {measure!r}")
-    return -10 * torch.log10(error.clamp_min(1e-10))
+    return -10 * torch.log10((1 - block_ssim(image, recon)).clamp_min(1e-10))
 
 
 def block_psnr(image: Tensor, recon: Tensor, height: int, width: int) -> Tensor:
