@@ -20,6 +20,7 @@ from rnncodec import codec, ratecontrol
 from rnncodec.cli import main
 from rnncodec.entropy import CODER_NAMES
 from rnncodec.format import Header, assemble, parse
+from rnncodec.registry import TUNES, model_for
 from rnncodec.zoo import DEFAULT_MODEL
 
 ERROR_PREFIX = "rnncodec: error: "
@@ -153,6 +154,16 @@ def test_default_model(tmp_path: Path) -> None:
     assert Image.open(tmp_path / "back.png").size == (24, 16)
 
 
+@pytest.mark.parametrize("tune", TUNES)
+def test_tune_picks_the_model_and_decoding_follows_the_file(tmp_path: Path, tune: str) -> None:
+    src = tmp_path / "small.png"
+    Image.fromarray(gradient_image(16, 24, seed=9)).save(src)
+    ok("compress", src, "-n", 1, "-q", "--tune", tune)
+    assert parse(src.with_suffix(".rnnc").read_bytes()).header.model == model_for(tune)
+    ok("decompress", src.with_suffix(".rnnc"), "-o", tmp_path / "back.png", "-q")
+    assert Image.open(tmp_path / "back.png").size == (24, 16)
+
+
 def test_models_version_help() -> None:
     r = ok("models")
     line = next(x for x in r.stdout.splitlines() if DEFAULT_MODEL in x)
@@ -257,6 +268,8 @@ BAD = [
     ("truncate exists", ["truncate", "good.rnnc", "-n", "1", "-o", "taken.rnnc"], 73, "--force"),
     ("truncate out dir missing", ["truncate", "good.rnnc", "-n", "1", "-o", "no/t.rnnc"], 73,
      "does not exist"),
+    ("compress tune and model", ["compress", "in.png", "--tune", "psnr", "--model", "{tiny}"], 2,
+     "not both"),
     ("truncate no amount", ["truncate", "good.rnnc", "-o", "t.rnnc"], 2, "exactly one"),
     ("truncate two amounts", ["truncate", "good.rnnc", "-n", "1", "--bpp", "1", "-o", "t.rnnc"],
      2, "exactly one"),
@@ -283,6 +296,7 @@ def test_bad_input_gives_one_error_line_and_no_output(args: list[str], code: int
     ["compress", "in.png", "-n", "0"], ["compress", "in.png", "-n", "65"],
     ["compress", "in.png", "--bpp", "-1"], ["compress", "in.png", "--ms-ssim", "1"],
     ["compress", "in.png", "--psnr", "0"], ["compress", "in.png", "--coder", "zip"],
+    ["compress", "in.png", "--tune", "ssim"],
     ["decompress", "good.rnnc", "-n", "0"], ["truncate", "good.rnnc", "-n", "1"],
     ["compress"], ["frobnicate"],
 ])

@@ -11,7 +11,8 @@ from conftest import TINY_WIDTH, build_tiny
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from rnncodec import zoo
+from rnncodec import registry, zoo
+from rnncodec.entropy import PRIOR_KEY
 from rnncodec.errors import ModelError
 from rnncodec.frameworks import ModelConfig
 
@@ -67,6 +68,23 @@ def test_default_model_is_registered_and_loads() -> None:
     assert loaded.name == zoo.DEFAULT_MODEL
     assert loaded.net.config == spec.config
     assert len(loaded.digest) == 16
+
+
+@pytest.mark.parametrize("name", list(zoo.MODELS))
+def test_every_registered_model_loads_with_its_config(name: str) -> None:
+    spec = zoo.MODELS[name]
+    loaded = zoo.load_model(name)
+    assert loaded.name == name and loaded.net.config == spec.config
+    assert spec.path.stat().st_size < 10 * 2**20  # fp16, small enough for git
+    assert PRIOR_KEY in loaded.tables
+
+
+def test_each_tune_picks_a_registered_model() -> None:
+    assert registry.model_for("ms-ssim") == zoo.DEFAULT_MODEL
+    for tune in registry.TUNES:
+        assert zoo.MODELS[registry.model_for(tune)].tune == tune
+    with pytest.raises(ValueError, match="unknown tune"):
+        registry.model_for("ssim")
 
 
 def test_unknown_model_name() -> None:

@@ -59,7 +59,7 @@ from .defaults import (
 from .entropy import AUTO, CODER_NAMES
 from .errors import ArgumentError
 from .extras import require
-from .registry import DEFAULT_MODEL, MODELS
+from .registry import DEFAULT_MODEL, MODELS, TUNES, model_for
 from .web.limits import MB, Limits  # light: the web framework is imported by serve only
 
 T = TypeVar("T")
@@ -131,6 +131,12 @@ def output_opt(default: str) -> Callable[[Callable[..., Any]], Callable[..., Any
                              f"default output (default: {default}; stdin's: stdout).")
 
 
+def _chosen_model(model: str | None, tune: str | None) -> str:
+    if model and tune:
+        raise ArgumentError("--tune picks a model: give --model or --tune, not both")
+    return model_for(tune) if tune else model or DEFAULT_MODEL
+
+
 @main.command()
 @inputs_arg
 @output_opt("INPUT with suffix .rnnc")
@@ -144,8 +150,12 @@ def output_opt(default: str) -> Callable[[Callable[..., Any]], Callable[..., Any
                    "MS-SSIM (RGB, data range 255).")
 @click.option("--psnr", type=click.FloatRange(min=0, min_open=True),
               help="Target quality: the fewest iterations reaching this PSNR in dB.")
-@click.option("--model", default=DEFAULT_MODEL, show_default=True,
-              help=f"Registered model name ({', '.join(MODELS)}) or a .safetensors file.")
+@click.option("--model",
+              help=f"Registered model name ({', '.join(MODELS)}) or a .safetensors file "
+                   f"[default: {DEFAULT_MODEL}].")
+@click.option("--tune", type=click.Choice(TUNES),
+              help="Pick the registered model tuned for this metric: ms-ssim (the default "
+                   "model) or psnr (higher PSNR and PSNR-HVS, lower MS-SSIM).")
 @click.option("--coder", type=click.Choice([AUTO, *CODER_NAMES]), default=AUTO,
               show_default=True,
               help="Entropy coder for the binary codes: neural (learned context model), "
@@ -177,16 +187,17 @@ def output_opt(default: str) -> Callable[[Callable[..., Any]], Callable[..., Any
 @force_opt
 @quiet_opt
 def compress(inputs: tuple[str, ...], output: str | None, iterations: int | None,
-             bpp: float | None, ms_ssim: float | None, psnr: float | None, model: str,
-             coder: str, tile: int | None, effort: int, postfilter: bool, adaptive: bool,
-             max_pixels: int, force: bool, quiet: bool) -> None:
+             bpp: float | None, ms_ssim: float | None, psnr: float | None, model: str | None,
+             tune: str | None, coder: str, tile: int | None, effort: int, postfilter: bool,
+             adaptive: bool, max_pixels: int, force: bool, quiet: bool) -> None:
     """Compress images (PNG, JPEG, ...; - for stdin) to .rnnc files."""
     total = iterations or (None if bpp or ms_ssim or psnr else DEFAULT_ITERATIONS)
+    chosen = _run(lambda: _chosen_model(model, tune))
 
     def one(job: Job) -> None:
         with reported_warnings(job.source, quiet), progress(total, "encoding", quiet) as bar:
             result = codec.encode(read_input(job.input), iterations=iterations, bpp=bpp,
-                                  ms_ssim=ms_ssim, psnr=psnr, model=model, coder=coder,
+                                  ms_ssim=ms_ssim, psnr=psnr, model=chosen, coder=coder,
                                   tile=tile, effort=effort, postfilter=postfilter,
                                   adaptive=adaptive, max_pixels=max_pixels, progress=bar)
         write_output(job.output, result.data, force)
@@ -289,7 +300,7 @@ def models() -> None:
     for spec in MODELS.values():
         mark = "*" if spec.name == DEFAULT_MODEL else " "
         state = "" if spec.path.exists() else "  (weights missing)"
-        click.echo(f"{mark} {spec.name:<16}{spec.description}{state}")
+        click.echo(f"{mark} {spec.name:<18}{spec.tune:<9}{spec.description}{state}")
 
 
 @main.command()

@@ -13,6 +13,7 @@ CELL_NAMES = ("lstm", "assoc-lstm", "gru", "residual-gru")  # cells.CELLS, in th
 FRAMEWORKS = ("one-shot", "additive", "residual-scaling")
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 MAX_PRIME = 8
+TUNES = ("ms-ssim", "psnr")  # the metric a model's loss favours (libaom's --tune)
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class ModelSpec:
     name: str
     config: ModelConfig
     description: str
+    tune: str = "ms-ssim"
 
     @property
     def path(self) -> Path:
@@ -59,6 +61,15 @@ MODELS: dict[str, ModelSpec] = {
     s.name: s for s in [
         ModelSpec("rgru-rs-w25", ModelConfig("residual-gru", "residual-scaling", 0.25),
                   "Residual GRU, residual scaling, width 0.25 (see its model card)"),
+        ModelSpec("rgru-rs-w25-psnr", ModelConfig("residual-gru", "residual-scaling", 0.25),
+                  "rgru-rs-w25 fine-tuned for PSNR (see its model card)", tune="psnr"),
     ]
 }
 DEFAULT_MODEL = "rgru-rs-w25"
+
+
+def model_for(tune: str) -> str:
+    """The registered model that ``--tune`` picks: the first one tuned so (the default first)."""
+    if tune not in TUNES:
+        raise ValueError(f"unknown tune {tune!r}; choose one of {', '.join(TUNES)}")
+    return next(s.name for s in MODELS.values() if s.tune == tune)
