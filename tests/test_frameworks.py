@@ -242,18 +242,20 @@ def test_ms_ssim_loss_is_the_evaluation_metric_on_large_patches() -> None:
     assert ms_ssim_loss(image, [recon]).item() == pytest.approx(expected.item(), rel=1e-6)
 
 
-@pytest.mark.parametrize(("cell", "framework", "width"), [
-    ("residual-gru", "residual-scaling", 0.0625), ("gru", "additive", 0.0625),
-    ("lstm", "one-shot", 0.0625),
-    ("residual-gru", "residual-scaling", 0.1),  # encoder and decoder counts differ (26, 24)
+@pytest.mark.parametrize(("cell", "framework", "width", "coarse"), [
+    ("residual-gru", "residual-scaling", 0.0625, 1.0), ("gru", "additive", 0.0625, 1.0),
+    ("lstm", "one-shot", 0.0625, 1.0),
+    ("residual-gru", "residual-scaling", 0.1, 1.0),  # encoder and decoder counts differ (26, 24)
+    ("residual-gru", "residual-scaling", TINY_WIDTH, 2.0),  # only the coarse layers grow
+    ("gru", "additive", 0.0625, 1.5),  # both
 ])
 def test_grow_keeps_what_the_narrower_model_computes(cell: str, framework: str,
-                                                     width: float) -> None:
+                                                     width: float, coarse: float) -> None:
     torch.manual_seed(0)
     small = RNNCompressor(ModelConfig(cell, framework, TINY_WIDTH)).eval()
     for p in small.parameters():  # weights far from the initialisation, as after training
         p.data.normal_(0, 0.2)
-    wide = RNNCompressor(ModelConfig(cell, framework, width)).eval()  # 2-6 times the channels
+    wide = RNNCompressor(ModelConfig(cell, framework, width, coarse=coarse)).eval()
     grow(small, wide)
     x = _image()
     with torch.no_grad():
@@ -267,9 +269,10 @@ def test_grow_keeps_what_the_narrower_model_computes(cell: str, framework: str,
 @pytest.mark.parametrize(("small", "wide", "match"), [
     (ModelConfig("assoc-lstm", width=TINY_WIDTH), ModelConfig("assoc-lstm", width=0.0625),
      "cannot grow"),
-    (ModelConfig(width=0.0625), ModelConfig(width=TINY_WIDTH), "only the width"),
+    (ModelConfig(width=0.0625), ModelConfig(width=TINY_WIDTH), "only the widths"),
     (ModelConfig(width=TINY_WIDTH), ModelConfig(framework="additive", width=0.0625),
-     "only the width"),
+     "only the widths"),
+    (ModelConfig(width=TINY_WIDTH, coarse=2), ModelConfig(width=TINY_WIDTH), "only the widths"),
 ])
 def test_grow_refuses_what_it_cannot_keep(small: ModelConfig, wide: ModelConfig,
                                           match: str) -> None:
@@ -277,11 +280,19 @@ def test_grow_refuses_what_it_cannot_keep(small: ModelConfig, wide: ModelConfig,
         grow(RNNCompressor(small), RNNCompressor(wide))
 
 
-def test_an_unprimed_config_is_stored_as_before_and_a_primed_one_round_trips() -> None:
-    assert "prime" not in ModelConfig().to_dict()
-    primed = ModelConfig(prime=2)
-    assert primed.to_dict()["prime"] == 2
-    assert ModelConfig(**primed.to_dict()) == primed
+def test_a_plain_config_is_stored_as_before_and_others_round_trip() -> None:
+    assert ModelConfig().to_dict() == {"cell": "residual-gru", "framework": "residual-scaling",
+                                       "width": 1.0}
+    for changed in (ModelConfig(prime=2), ModelConfig(coarse=1.5)):
+        assert ModelConfig(**changed.to_dict()) == changed
+    assert ModelConfig(prime=2).to_dict()["prime"] == 2
+    assert ModelConfig(coarse=1.5).to_dict()["coarse"] == 1.5
+
+
+@pytest.mark.parametrize("coarse", [0.5, 4.5])
+def test_coarse_outside_its_range_is_refused(coarse: float) -> None:
+    with pytest.raises(ValueError, match="coarse"):
+        ModelConfig(coarse=coarse)
 
 
 def test_priming_runs_extra_decoder_steps_on_the_first_bits_only() -> None:

@@ -38,6 +38,19 @@ def test_decoder_channel_counts_of_working_widths_are_unchanged() -> None:
             assert [_ch(n, w, 4) for n in (512, 256, 128)] == old
 
 
+def test_coarse_widens_only_the_layers_at_one_eighth_and_one_sixteenth_scale() -> None:
+    def hidden(net: Encoder | Decoder) -> list[int]:
+        return [int(rnn.hidden) for rnn in net.rnns]  # type: ignore[arg-type]
+
+    enc, wide_enc = Encoder("gru", 0.25), Encoder("gru", 0.25, coarse=1.5)
+    dec, wide_dec = Decoder("gru", 0.25), Decoder("gru", 0.25, coarse=1.5)
+    assert (hidden(enc), hidden(wide_enc)) == ([64, 128, 128], [64, 192, 192])
+    assert (hidden(dec), hidden(wide_dec)) == ([128, 128, 64, 32], [192, 192, 64, 32])
+    assert wide_enc.out_channels == 192
+    out, _ = wide_dec(torch.ones(1, BITS, 1, 2), [None] * 4)
+    assert out.shape == (1, 3, 16, 32)
+
+
 @pytest.mark.parametrize("cell", CELL_NAMES)
 def test_encoder_binarizer_decoder_shapes(cell: str) -> None:
     torch.manual_seed(0)

@@ -654,6 +654,12 @@ def test_a_run_can_start_from_shipped_weights(photos: Path, tmp_path: Path) -> N
         a, b = zoo.load_model(str(first)).net.float()(x, 2, False), wide.float()(x, 2, False)
     assert all(torch.allclose(p, q, atol=2e-3) for p, q in zip(a, b, strict=True))
     assert wide.config.width == 0.0625
+    coarse = zoo.load_model(str(train(_config(photos, tmp_path / "e", steps=0, coarse=2.0,
+                                              init=str(first))))).net
+    with torch.no_grad():
+        c = coarse.float()(x, 2, False)
+    assert all(torch.allclose(p, q, atol=2e-3) for p, q in zip(a, c, strict=True))
+    assert (coarse.config.width, coarse.config.coarse) == (TINY_WIDTH, 2.0)
 
 
 def test_a_run_from_a_checkpoint_carries_its_adam_moments(photos: Path, tmp_path: Path) -> None:

@@ -44,9 +44,9 @@ class RNNCompressor(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.encoder = Encoder(config.cell, config.width)
+        self.encoder = Encoder(config.cell, config.width, config.coarse)
         self.binarizer = Binarizer(self.encoder.out_channels)
-        self.decoder = Decoder(config.cell, config.width)
+        self.decoder = Decoder(config.cell, config.width, config.coarse)
         # a primed model scales the decoder's state after its priming steps by these per-channel
         # gates, zero at first: priming added to trained weights starts from what they do
         hidden = [int(rnn.hidden) for rnn in self.decoder.rnns]  # type: ignore[arg-type]
@@ -122,7 +122,8 @@ class RNNCompressor(nn.Module):
 
 @torch.no_grad()
 def grow(src: RNNCompressor, dst: RNNCompressor) -> None:
-    """Copy a model into a wider one of the same cell and framework so that ``dst`` computes
+    """Copy a model into a wider one of the same cell and framework (``width`` or ``coarse``
+    larger) so that ``dst`` computes
     what ``src`` does (Net2Net's idea, Chen et al. 2016): a wide run then starts from trained
     weights instead of from scratch, which a short GPU lease cannot make up for.
 
@@ -133,8 +134,9 @@ def grow(src: RNNCompressor, dst: RNNCompressor) -> None:
     hidden size can grow (not the associative LSTM, whose memory is in complex halves).
     """
     a, b = src.config, dst.config
-    if replace(a, width=b.width, prime=b.prime) != b or a.width > b.width:
-        raise ValueError(f"cannot grow a {a} into a {b}: only the width may grow (and the "
+    if (replace(a, width=b.width, prime=b.prime, coarse=b.coarse) != b or a.width > b.width
+            or a.width * a.coarse > b.width * b.coarse):
+        raise ValueError(f"cannot grow a {a} into a {b}: only the widths may grow (and the "
                          "priming change)")
     gates = CELLS[a.cell].gate_factor
     if gates != int(gates):

@@ -1,4 +1,5 @@
-"""The encoder, binarizer and decoder of Toderici et al. 2017 (Figure 1), with a width multiplier.
+"""The encoder, binarizer and decoder of Toderici et al. 2017 (Figure 1), with a width multiplier
+and a second one (``coarse``) for the layers at 1/8 and 1/16 scale.
 
 Shapes for an input of H×W (a multiple of 16): the encoder maps it to a 512w × H/16 × W/16
 feature map, the binarizer to 32 × H/16 × W/16 values in {-1, +1} (0.125 bits per pixel), and the
@@ -27,9 +28,9 @@ def _ch(n: int, width: float, multiple: int = 2) -> int:
 class Encoder(nn.Module):
     """conv 3×3/2 → 64, then three conv-RNNs 3×3/2 → 256, 512, 512 (hidden kernels 1×1)."""
 
-    def __init__(self, cell: str, width: float = 1.0) -> None:
+    def __init__(self, cell: str, width: float = 1.0, coarse: float = 1.0) -> None:
         super().__init__()
-        c64, c256, c512 = _ch(64, width), _ch(256, width), _ch(512, width)
+        c64, c256, c512 = _ch(64, width), _ch(256, width), _ch(512, width * coarse)
         self.conv = nn.Conv2d(3, c64, 3, 2, 1, bias=False)
         self.rnns = nn.ModuleList([
             make_cell(cell, c64, c256, stride=2),
@@ -77,9 +78,10 @@ class Decoder(nn.Module):
     """1×1 conv → 512; conv-RNNs 512, 512, 256 (3×3 hidden), 128 (3×3 hidden), each followed by
     depth-to-space ×2; 1×1 conv → 3 and tanh."""
 
-    def __init__(self, cell: str, width: float = 1.0) -> None:
+    def __init__(self, cell: str, width: float = 1.0, coarse: float = 1.0) -> None:
         super().__init__()
-        c512, c256, c128 = (_ch(n, width, 4) for n in (512, 256, 128))
+        c512 = _ch(512, width * coarse, 4)
+        c256, c128 = (_ch(n, width, 4) for n in (256, 128))
         self.conv_in = nn.Conv2d(BITS, c512, 1, bias=False)
         self.rnns = nn.ModuleList([
             make_cell(cell, c512, c512, hidden_kernel=1),

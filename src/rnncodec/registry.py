@@ -26,6 +26,9 @@ class ModelConfig:
     # decoder steps on the first iteration's bits before its reconstruction ("priming",
     # Johnston et al. 2018): the hidden state gathers wider context, at that many extra steps
     prime: int = 0
+    # channel multiplier (on top of ``width``) of the layers at 1/8 and 1/16 scale: the
+    # encoder's last two RNNs and the decoder's first two, where channels cost little
+    coarse: float = 1.0
 
     def __post_init__(self) -> None:
         if self.cell not in CELL_NAMES:
@@ -36,12 +39,17 @@ class ModelConfig:
             raise ValueError("width must be in (0, 4]")
         if not 0 <= self.prime <= MAX_PRIME:
             raise ValueError(f"prime must be between 0 and {MAX_PRIME} decoder steps")
+        if not 1 <= self.coarse <= 4:
+            raise ValueError("coarse must be in [1, 4]")
 
     def to_dict(self) -> dict[str, str | float]:
-        """The stored form; ``prime`` only when set, so unprimed models' metadata is as before."""
+        """The stored form; ``prime`` and ``coarse`` only when set, so that other models'
+        metadata is as before."""
         d = asdict(self)
         if not self.prime:
             del d["prime"]
+        if self.coarse == 1:
+            del d["coarse"]
         return d
 
 

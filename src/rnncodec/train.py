@@ -116,6 +116,7 @@ class TrainConfig:
     channels_last: bool = False  # NHWC activations: oneDNN's faster layout on CPUs
     stops: float = 0.0  # fraction of images coded with adaptive block stops (``block_stops``)
     prime: int = 0  # the model's priming steps (``ModelConfig.prime``)
+    coarse: float = 1.0  # channels at 1/8 and 1/16 scale (``ModelConfig.coarse``)
 
     def __post_init__(self) -> None:
         if self.patch < 16 or self.patch % 16:
@@ -141,7 +142,7 @@ class TrainConfig:
         self.model_config()  # a bad cell, framework or width fails here, before data loads
 
     def model_config(self) -> ModelConfig:
-        return ModelConfig(self.cell, self.framework, self.width, self.prime)
+        return ModelConfig(self.cell, self.framework, self.width, self.prime, self.coarse)
 
 
 @torch.no_grad()
@@ -195,7 +196,7 @@ def load_checkpoint(path: Path) -> tuple[dict, RNNCompressor]:
                             "weights")
         cfg = state["config"]
         model = RNNCompressor(ModelConfig(cfg["cell"], cfg["framework"], cfg["width"],
-                                          cfg.get("prime", 0)))
+                                          cfg.get("prime", 0), cfg.get("coarse", 1.0)))
         model.load_state_dict(state["model"])
         return state, model
     except CHECKPOINT_ERRORS as e:
@@ -419,9 +420,10 @@ def train(cfg: TrainConfig) -> Path:
                              f"({e})") from None
         if moments is not None:
             carry_moments(opt, moments, src, model)
-        if src.config.width != cfg.width and rank == 0:
-            print(f"grown from width {src.config.width} to {cfg.width}: the same reconstructions "
-                  "to start with, the new channels' outgoing weights at zero", flush=True)
+        if (src.config.width, src.config.coarse) != (cfg.width, cfg.coarse) and rank == 0:
+            print(f"grown from width {src.config.width} (coarse {src.config.coarse}) to "
+                  f"{cfg.width} (coarse {cfg.coarse}): the same reconstructions to start with, "
+                  "the new channels' outgoing weights at zero", flush=True)
     out.mkdir(parents=True, exist_ok=True)  # only once data, settings and weights proved usable
     if world > 1:  # each rank its own patches and binarizer noise, derived from the shared state
         rng.seed(rng.getrandbits(64) + rank)
