@@ -15,7 +15,8 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from PIL import AvifImagePlugin
+from conftest import gradient_image
+from PIL import AvifImagePlugin, Image
 
 from rnncodec import bands
 from rnncodec.evaluate.codecs import CodecUnavailable
@@ -165,6 +166,53 @@ def test_network_speed_main_on_a_generated_image(network: ModuleType, tmp_path: 
     doc = json.loads(out.read_text())
     assert doc["image"] == "generated:64x64" and doc["width"] == 64
     assert [v["variant"] for v in doc["variants"]] == ["fp32"]
+
+
+def test_model_cost_counts_and_times_models_side_by_side(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cost = _script("model_cost")
+    out = tmp_path / "cost.json"
+    cost.main(["--models", DEFAULT_MODEL, "--configs", "coarse=1.5", "--image",
+               str(tmp_path / "missing.png"), "--size", "64x64", "--iterations", "1",
+               "--repeats", "1", "--out", str(out)])
+    assert "coarse=1.5" in capsys.readouterr().out
+    doc = json.loads(out.read_text())
+    base, wide = doc["rows"]
+    assert doc["meta"]["image"] == "generated:64x64"
+    assert base["ratios"]["decoder_gflop"] == 1 and wide["ratios"]["decoder_gflop"] > 1
+    assert wide["config"]["coarse"] == 1.5 and wide["params"] > base["params"]
+    assert len(wide["compress_s"]) == len(wide["decompress_s"]) == 1
+    assert wide["ratios"]["decompress_s"] > 0
+    with pytest.raises(SystemExit):  # a field the configuration does not have
+        cost.parse_args(["--configs", "depth=3"])
+
+
+def test_heldout_compares_models_on_the_photos_training_holds_out(
+        tmp_path: Path, tiny_model: str, other_model: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    heldout = _script("heldout")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        Image.fromarray(gradient_image(140, 150, seed=i)).save(photos / f"p{i}.png")
+    out = tmp_path / "heldout.json"
+    heldout.main([tiny_model, other_model, "--data", str(photos), "--iterations", "8",
+                  "--crop", "128", "--out", str(out)])
+    assert "BD-rate vs first" in capsys.readouterr().out
+    doc = json.loads(out.read_text())
+    assert doc["meta"]["photos"] == 1 and doc["meta"]["crop"] == 128  # a tenth, at least one
+    curves = doc["models"][other_model]
+    assert all(len(curves[m]) == 8 for m in ("psnr", "ms_ssim", "psnr_hvs"))
+    assert set(curves["bd"]) == {"psnr_2-8", "psnr_hvs_2-8", "ms_ssim_2-8"}
+    # the BD-rates: a curve one iteration ahead of the reference saves bits, the same none
+    ref = {"psnr": [20.0 + 1.5 * t for t in range(16)], "psnr_hvs": [18.0 + 2.0 * t for t in
+           range(16)], "ms_ssim": [1 - 0.2 * 0.8 ** t for t in range(16)]}
+    ahead = {k: v[1:] + [v[-1] + (v[-1] - v[-2])] for k, v in ref.items()}
+    assert all(v == pytest.approx(0, abs=1e-6) for v in heldout.bd_rates(ref, ref).values())
+    gains = heldout.bd_rates(ref, ahead)
+    assert len(gains) == 9 and all(v is not None and v < -5 for v in gains.values())
+    flat = {k: [v[0]] * 16 for k, v in ref.items()}  # a curve that never rises has none
+    assert all(v is None for v in heldout.bd_rates(ref, flat).values())
 
 
 @pytest.mark.slow

@@ -134,7 +134,7 @@ def rd_points(points: Sequence[Point], codec: str, metric: Metric) -> Curve:
     return finite[:, 0], metric.scale(finite[:, 1])
 
 
-def _increasing(curve: Curve) -> Curve:
+def increasing(curve: Curve) -> Curve:
     """The points whose metric beats every lower-rate point (BD needs a monotone curve)."""
     x, y = curve
     if not len(y):
@@ -147,7 +147,7 @@ def bd_rate(points: Sequence[Point], codec: str, metric: Metric, anchor: str = A
     """Bjøntegaard-delta rate (%) of ``codec`` against ``anchor``; NaN without overlap."""
     from bjontegaard import bd_rate as _bd_rate
 
-    (ra, qa), (rt, qt) = (_increasing(rd_points(points, c, metric)) for c in (anchor, codec))
+    (ra, qa), (rt, qt) = (increasing(rd_points(points, c, metric)) for c in (anchor, codec))
     if len(ra) < 2 or len(rt) < 2:
         return math.nan
     with warnings.catch_warnings():  # it warns on small overlap, and gives NaN on none
@@ -163,7 +163,7 @@ def bd_rate_in(points: Sequence[Point], codec: str, metric: Metric, anchor: str 
     from scipy.interpolate import PchipInterpolator
 
     lo, hi = metric_interval(metric)
-    curves = [_increasing(rd_points(points, c, metric)) for c in (anchor, codec)]
+    curves = [increasing(rd_points(points, c, metric)) for c in (anchor, codec)]
     if any(len(q) < 2 for _, q in curves):
         return math.nan, lo, hi
     lo, hi = max([lo] + [q[0] for _, q in curves]), min([hi] + [q[-1] for _, q in curves])
@@ -183,7 +183,7 @@ def equal_quality_rates(points: Sequence[Point], codec: str, metric: Metric = ME
     The pointwise reading of a target such as "files 25% smaller than JPEG at equal MS-SSIM",
     where BD-rate averages over a whole range.
     """
-    rates, quality = _increasing(rd_points(points, anchor, replace(metric, decibels=False)))
+    rates, quality = increasing(rd_points(points, anchor, replace(metric, decibels=False)))
     out = {}
     for m in setting_means(points, codec):
         q = getattr(m, metric.key)

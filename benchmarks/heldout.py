@@ -1,0 +1,164 @@
+"""Models compared on the training set's held-out photos: the check that chooses weights.
+
+Run from the repository root (a few minutes per model on two cores):
+
+    python benchmarks/heldout.py rgru-rs-w25 runs/c20/model.safetensors
+    python benchmarks/heldout.py rgru-rs-w25-psnr runs/a/model.safetensors runs/b/checkpoint.pt
+
+The photos are those ``rnncodec train`` holds out for validation (``patches.split_photos``:
+the first --photos of --data by a hash of their path, never trained on), cut to centre crops
+of --crop px (default 192, in whole blocks), coded whole by the networks in float32 with
+inference bits for --iterations (default 16). Per model and iteration: PSNR of the whole set
+(``train.validate``'s), mean MS-SSIM and mean PSNR-HVS (luma, ``metrics.psnr_hvs``) of the
+8-bit crops. Rates are raw, 0.125 bpp per iteration (the entropy coder is left out: it is
+model-independent here), so BD-rates (PCHIP, ``bjontegaard``; MS-SSIM in dB) compare what
+the networks make of the same bits, each model against the first, over iterations 2–8, 1–16
+and 9–16. Prints a table and writes JSON (--out, default beside this script).
+Never point --data at Kodak: weights are chosen here, and Kodak is for evaluation only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rnncodec.evaluate.report import increasing
+from rnncodec.metrics import psnr_hvs
+from rnncodec.train import (
+    TrainConfig,
+    center_crops,
+    list_images,
+    load_checkpoint,
+    load_pool,
+    split_photos,
+    validate,
+)
+from rnncodec.zoo import load_model
+
+RANGES = ((2, 8), (1, 16), (9, 16))
+SHOWN = (1, 2, 4, 8, 12, 16)  # iterations printed (all are in the JSON)
+BPP_PER_ITERATION = 0.125
+
+
+def held_out(data: str, photos: int, crop: int) -> torch.Tensor:
+    """The validation photos ``rnncodec train`` holds out, as N×3×S×S crops in [-0.5, 0.5]."""
+    paths = list_images(data)
+    if not paths:
+        raise SystemExit(f"no photos under {data}")
+    val_paths, _ = split_photos(paths, data, min(photos, len(paths) // 10 or 1))
+    pool = load_pool(val_paths)
+    if not pool:
+        raise SystemExit(f"none of the held-out photos under {data} is 128 px or larger")
+    side = min([crop] + [min(v.shape[1:]) for v in pool]) // 16 * 16
+    return center_crops(pool, side)
+
+
+def load_net(spec: str) -> torch.nn.Module:
+    """A model name, weights file or training checkpoint, in float32."""
+    net = load_checkpoint(Path(spec))[1] if spec.endswith(".pt") else load_model(spec).net
+    return net.float()
+
+
+def to_bytes(x: torch.Tensor) -> np.ndarray:
+    return ((x.clamp(-0.5, 0.5) + 0.5) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+
+
+@torch.no_grad()
+def curves(spec: str, crops: torch.Tensor, iterations: int) -> dict[str, list[float]]:
+    net = load_net(spec)
+    psnr, ms_ssim = validate(net, crops, iterations)
+    net.eval()
+    ref = to_bytes(crops)
+    hvs = [float(np.mean([psnr_hvs(a, b) for a, b in zip(ref, to_bytes(r), strict=True)]))
+           for r in net(crops, iterations)]
+    return {"psnr": psnr, "ms_ssim": ms_ssim, "psnr_hvs": hvs}
+
+
+def bd_rates(ref: dict[str, list[float]], cand: dict[str, list[float]]
+             ) -> dict[str, float | None]:
+    """BD-rate (%) of ``cand`` against ``ref`` per metric and range of iterations, over the
+    points that beat every earlier one (BD needs rising curves)."""
+    from bjontegaard import bd_rate
+
+    def quality(c: dict[str, list[float]], metric: str) -> np.ndarray:
+        q = np.array(c[metric])
+        return -10 * np.log10(1 - q) if metric == "ms_ssim" else q
+
+    out: dict[str, float | None] = {}
+    for metric in ("psnr", "psnr_hvs", "ms_ssim"):
+        a, b = quality(ref, metric), quality(cand, metric)
+        for lo, hi in RANGES:
+            if hi > len(a):
+                continue
+            r = BPP_PER_ITERATION * np.arange(lo, hi + 1)
+            s = slice(lo - 1, hi)
+            (ra, qa), (rb, qb) = increasing((r, a[s])), increasing((r, b[s]))
+            with warnings.catch_warnings():  # it warns on small overlap
+                warnings.simplefilter("ignore")
+                v = (float(bd_rate(ra, qa, rb, qb, method="pchip", min_overlap=0,
+                                     require_matching_points=False))
+                     if min(len(ra), len(rb)) > 1 else math.nan)
+            out[f"{metric}_{lo}-{hi}"] = v if math.isfinite(v) else None  # None: no overlap
+    return out
+
+
+def table(results: dict[str, dict[str, Any]]) -> str:
+    lines = []
+    for spec, res in results.items():
+        lines.append(f"== {spec}")
+        n = len(res["psnr"])
+        shown = [t for t in SHOWN if t <= n]
+        lines.append("  iterations " + " ".join(f"{t:>7}" for t in shown))
+        for metric, fmt in (("psnr", ".2f"), ("ms_ssim", ".4f"), ("psnr_hvs", ".2f")):
+            lines.append(f"  {metric:<10} " + " ".join(f"{res[metric][t - 1]:>7{fmt}}"
+                                                      for t in shown))
+        if res.get("bd"):
+            lines.append("  BD-rate vs first: " + "  ".join(
+                f"{k} {'-' if v is None else f'{v:+.1f}%'}" for k, v in res["bd"].items()))
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("models", nargs="+", help="names, weights files or checkpoints; the first "
+                    "is the reference")
+    ap.add_argument("--data", default=TrainConfig.data,
+                    help="training photos (default %(default)s)")
+    ap.add_argument("--photos", type=int, default=TrainConfig.val_images,
+                    help="held-out photos (default %(default)s, as training holds out)")
+    ap.add_argument("--crop", type=int, default=TrainConfig.val_crop)
+    ap.add_argument("--iterations", type=int, default=16)
+    ap.add_argument("--out", type=Path, default=Path(__file__).with_suffix(".json"))
+    return ap.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    args.models = list(dict.fromkeys(args.models))  # each once
+    crops = held_out(args.data, args.photos, args.crop)
+    results: dict[str, dict[str, Any]] = {}
+    for spec in args.models:
+        print(f"coding {len(crops)} crops of {crops.shape[-1]} px with {spec}", file=sys.stderr,
+              flush=True)
+        results[spec] = curves(spec, crops, args.iterations)
+    ref = results[args.models[0]]
+    for spec in args.models[1:]:
+        results[spec]["bd"] = bd_rates(ref, results[spec])
+    print(table(results))
+    meta = {"data": args.data, "photos": len(crops), "crop": crops.shape[-1],
+            "iterations": args.iterations, "bpp_per_iteration": BPP_PER_ITERATION}
+    args.out.write_text(json.dumps({"meta": meta, "models": results}, indent=1) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
