@@ -5,15 +5,15 @@ Run from the repository root (a few minutes per model on two cores):
     python benchmarks/heldout.py rgru-rs-w25 runs/c20/model.safetensors
     python benchmarks/heldout.py rgru-rs-w25-psnr runs/a/model.safetensors runs/b/checkpoint.pt
 
-The photos are those ``rnncodec train`` holds out for validation (``patches.split_photos``:
-the first --photos of --data by a hash of their path, never trained on), cut to centre crops
-of --crop px (default 192, in whole blocks), coded whole by the networks in float32 with
-inference bits for --iterations (default 16). Per model and iteration: PSNR of the whole set
-(``train.validate``'s), mean MS-SSIM and mean PSNR-HVS (luma, ``metrics.psnr_hvs``) of the
-8-bit crops. Rates are raw, 0.125 bpp per iteration (the entropy coder is left out: it is
-model-independent here), so BD-rates (PCHIP, ``bjontegaard``; MS-SSIM in dB) compare what
-the networks make of the same bits, each model against the first, over iterations 2–8, 1–16
-and 9–16. Prints a table and writes JSON (--out, default beside this script).
+The photos are those ``rnncodec train`` holds out for validation (``patches.split_photos``: the
+first --photos of --data by a hash of their path, never trained on), cut to centre crops of
+--crop px (default 192, in whole blocks), coded whole by the networks in float32 with inference
+bits for --iterations (default 16). Per model and iteration: PSNR of the whole set and mean
+MS-SSIM (as ``train.validate`` scores them), and mean PSNR-HVS (luma, ``metrics.psnr_hvs``) of
+the 8-bit crops. Rates are raw, 0.125 bpp per iteration (the entropy coder is left out: it is
+model-independent here), so BD-rates (PCHIP, ``bjontegaard``; MS-SSIM in dB) compare what the
+networks make of the same bits, each model against the first, over iterations 2–8, 1–16 and
+9–16. Prints a table and writes JSON (--out, default beside this script).
 Never point --data at Kodak: weights are chosen here, and Kodak is for evaluation only.
 """
 
@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from rnncodec.evaluate.report import increasing
+from rnncodec.images import to_array
 from rnncodec.metrics import psnr_hvs
 from rnncodec.train import (
     TrainConfig,
@@ -39,8 +40,8 @@ from rnncodec.train import (
     list_images,
     load_checkpoint,
     load_pool,
+    scores,
     split_photos,
-    validate,
 )
 from rnncodec.zoo import load_model
 
@@ -68,18 +69,21 @@ def load_net(spec: str) -> torch.nn.Module:
     return net.float()
 
 
-def to_bytes(x: torch.Tensor) -> np.ndarray:
-    return ((x.clamp(-0.5, 0.5) + 0.5) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+def to_bytes(x: torch.Tensor) -> list[np.ndarray]:
+    """Each image of a batch as the codec writes its pixels (H×W×3 uint8)."""
+    side = x.shape[-1]
+    return [to_array(x[i:i + 1], side, side) for i in range(len(x))]
 
 
 @torch.no_grad()
 def curves(spec: str, crops: torch.Tensor, iterations: int) -> dict[str, list[float]]:
-    net = load_net(spec)
-    psnr, ms_ssim = validate(net, crops, iterations)
-    net.eval()
+    """Per iteration: PSNR and MS-SSIM as ``rnncodec train`` validates, and mean PSNR-HVS."""
+    net = load_net(spec).eval()
+    recons = [r.float().clamp(-0.5, 0.5) for r in net(crops, iterations)]
+    psnr, ms_ssim = scores(crops, recons)
     ref = to_bytes(crops)
     hvs = [float(np.mean([psnr_hvs(a, b) for a, b in zip(ref, to_bytes(r), strict=True)]))
-           for r in net(crops, iterations)]
+           for r in recons]
     return {"psnr": psnr, "ms_ssim": ms_ssim, "psnr_hvs": hvs}
 
 

@@ -46,14 +46,12 @@ from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from network_speed import load_rgb, parse_size  # noqa: E402
+from network_speed import KODAK, load_rgb, parse_size  # noqa: E402
 
 import rnncodec  # noqa: E402
 from rnncodec.frameworks import ModelConfig, RNNCompressor  # noqa: E402
 from rnncodec.registry import MODELS  # noqa: E402
 from rnncodec.zoo import load_model, save_weights  # noqa: E402
-
-KODAK = Path(__file__).resolve().parents[1] / "../shared/data/kodak/kodim23.png"
 
 
 @dataclass
@@ -115,7 +113,7 @@ def build_rows(models: Sequence[str], configs: Sequence[dict[str, Any]], size: t
         loaded = load_model(name)
         weights = str(MODELS[name].path) if name in MODELS else name
         rows.append(describe(name, loaded.net.float().eval(), size, weights))
-    base = load_model(models[0]).net.config
+    base = ModelConfig(**rows[0].config)
     for i, changes in enumerate(configs):
         torch.manual_seed(i)
         net = RNNCompressor(replace(base, **changes)).eval()
@@ -142,7 +140,7 @@ def time_rounds(rows: Sequence[Row], image: Image.Image, iterations: int, repeat
         log(f"round {r}/{repeats} done" if r else "warm-up round done")
 
 
-def add_ratios(rows: Sequence[Row], iterations: int) -> None:
+def add_ratios(rows: Sequence[Row]) -> None:
     base = rows[0]
     for row in rows:
         row.ratios = {"encoder_gflop": row.encoder_gflop / base.encoder_gflop,
@@ -204,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.time:
             time_rounds(rows, Image.fromarray(rgb), args.iterations, args.repeats,
                         lambda m: print(m, file=sys.stderr, flush=True))
-    add_ratios(rows, args.iterations)
+    add_ratios(rows)
     print(table(rows, args.iterations))
     meta = {"image": name, "size": [rgb.shape[1], rgb.shape[0]], "iterations": args.iterations,
             "repeats": args.repeats, "torch": torch.__version__,

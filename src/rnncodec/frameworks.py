@@ -122,10 +122,10 @@ class RNNCompressor(nn.Module):
 
 @torch.no_grad()
 def grow(src: RNNCompressor, dst: RNNCompressor) -> None:
-    """Copy a model into a wider one of the same cell and framework (``width`` or ``coarse``
-    larger) so that ``dst`` computes
-    what ``src`` does (Net2Net's idea, Chen et al. 2016): a wide run then starts from trained
-    weights instead of from scratch, which a short GPU lease cannot make up for.
+    """Copy a model into a wider one (``width`` or ``coarse`` larger) of the same cell and
+    framework so that ``dst`` computes what ``src`` does (Net2Net's idea, Chen et al. 2016): a
+    wide run then starts from trained weights instead of from scratch, which a short GPU lease
+    cannot make up for.
 
     Every old channel keeps its place (each gate block of a cell's convolutions in turn; the
     depth-to-space groups of 4 channels stay in front), old outputs read nothing from new

@@ -35,7 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
@@ -153,6 +153,11 @@ def validate(model: RNNCompressor, images: Tensor, iterations: int
     model.eval()
     recons = [r.float().clamp(-0.5, 0.5) for r in model(images, iterations)]
     model.train()
+    return scores(images, recons)
+
+
+def scores(images: Tensor, recons: list[Tensor]) -> tuple[list[float], list[float]]:
+    """PSNR (dB) of the whole set and mean MS-SSIM of each reconstruction (in [-0.5, 0.5])."""
     psnr = [float(-10 * torch.log10(((r - images) ** 2).mean())) for r in recons]
     ssim = [float(ms_ssim_tensor(r + 0.5, images + 0.5, 1.0).mean()) for r in recons]
     return psnr, ssim
@@ -195,8 +200,9 @@ def load_checkpoint(path: Path) -> tuple[dict, RNNCompressor]:
             raise TypeError(f"it holds a {type(state).__name__}, not a dict of settings and "
                             "weights")
         cfg = state["config"]
-        model = RNNCompressor(ModelConfig(cfg["cell"], cfg["framework"], cfg["width"],
-                                          cfg.get("prime", 0), cfg.get("coarse", 1.0)))
+        # the model's fields the run had; older runs lack later ones, which keep their defaults
+        names = [f.name for f in fields(ModelConfig)]
+        model = RNNCompressor(ModelConfig(**{k: cfg[k] for k in names if k in cfg}))
         model.load_state_dict(state["model"])
         return state, model
     except CHECKPOINT_ERRORS as e:
