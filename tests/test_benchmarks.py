@@ -187,6 +187,24 @@ def test_model_cost_counts_and_times_models_side_by_side(
         cost.parse_args(["--configs", "depth=3"])
 
 
+def test_filter_cost_compares_files_with_and_without_the_filter(
+        tmp_path: Path, tiny_model: str, capsys: pytest.CaptureFixture[str]) -> None:
+    cost = _script("filter_cost")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(gradient_image(170, 180, seed=1)).save(photos / "a.png")
+    out = tmp_path / "filter.json"
+    cost.main(["--models", tiny_model, "--iterations", "1,2", "--data", str(photos),
+               "--repeats", "1", "--out", str(out)])
+    assert "| 2 |" in capsys.readouterr().out
+    doc = json.loads(out.read_text())
+    assert doc["meta"]["images"] == ["a.png"] and len(doc["results"]) == 2
+    row = doc["results"][1]["images"][0]
+    assert row["bpp_filter"] >= row["bpp"] and row["compress_filter"] > 0
+    assert row["kept"] == (row["bpp_filter"] > row["bpp"])
+    assert cost.images(str(tmp_path / "none"), 3)[0][0] == "generated:768x512"
+
+
 def test_heldout_compares_models_on_the_photos_training_holds_out(
         tmp_path: Path, tiny_model: str, other_model: str,
         capsys: pytest.CaptureFixture[str]) -> None:

@@ -13,7 +13,7 @@ from rnncodec import postfilter as filters
 from rnncodec.cli import main
 from rnncodec.errors import FormatError, ImageError
 from rnncodec.format import FILTER_MARK, assemble, pack_chunk, parse
-from rnncodec.metrics import ms_ssim
+from rnncodec.metrics import ms_ssim, psnr
 
 
 def _blurred(rgb: np.ndarray) -> np.ndarray:
@@ -113,15 +113,47 @@ def test_fit_sees_a_centred_crop_of_large_images(monkeypatch: pytest.MonkeyPatch
     assert np.array_equal(filters._crop(photo_like), photo_like[32:132, 38:138])
 
 
-@pytest.mark.parametrize("gain, cost, quality, bpp, kept", [
-    (0.2, 0.005, 18.0, 1.0, True),    # 40 dB per bpp against the codes' 18
-    (0.05, 0.005, 18.0, 1.0, False),  # 10 against 18
-    (0.0, 0.005, 18.0, 1.0, False),
-    (-0.1, 0.005, 18.0, 1.0, False),
-    (0.2, 0.005, float("inf"), 1.0, False),  # a lossless image has nothing to gain
+@pytest.mark.parametrize("gain, cost, bar, kept", [
+    (0.2, 0.005, 18.0, True),    # 40 dB per bpp against the codes' 18
+    (0.05, 0.005, 18.0, False),  # 10 against 18
+    (0.0, 0.005, 18.0, False),
+    (-0.1, 0.005, 18.0, False),
+    (0.2, 0.005, float("inf"), False),  # a lossless image has nothing to gain
+    (0.2, 0.005, float("nan"), False),
 ])
-def test_worth(gain: float, cost: float, quality: float, bpp: float, kept: bool) -> None:
-    assert filters.worth(gain, cost, quality, bpp) is kept
+def test_worth(gain: float, cost: float, bar: float, kept: bool) -> None:
+    assert filters.worth(gain, cost, bar) is kept
+
+
+def test_the_bar_is_the_average_for_ms_ssim_and_the_last_iteration_for_psnr() -> None:
+    assert filters.bar_for("ms-ssim", 18.0, 1.0, None, 0.125) == 18.0
+    # 30 dB after 1 bpp, 29 before the last 0.125 bpp: 8 dB per bpp, not 30
+    assert filters.bar_for("psnr", 30.0, 1.0, 29.0, 0.125) == 8.0
+    with pytest.raises(ValueError, match="PSNR before the last iteration"):
+        filters.bar_for("psnr", 30.0, 1.0, None, 0.125)
+
+
+def test_psnr_fit_rounds_where_the_squared_error_grows_least(photo_like: np.ndarray) -> None:
+    soft = _blurred(photo_like)
+    f = filters.fit(photo_like, soft, "psnr")
+    assert f.pack() == filters.fit(photo_like, soft, "psnr").pack()  # deterministic
+    gain, before = filters.gain_db(f, photo_like, soft, "psnr")
+    assert gain > 0.5 and before == psnr(photo_like, soft)
+    o, d = filters._levels(photo_like), filters._levels(soft)
+    w, b = filters._unpack(torch.linalg.solve(*filters._normal_equations(d, o)))
+    nearest = filters.quantize(w, b)  # each weight alone to its nearest step
+    assert f.shift == nearest.shift
+    assert gain > filters.gain_db(nearest, photo_like, soft, "psnr")[0]
+    # a strong deblurring filter (weights up to 3.5, steps of 2⁻⁵) keeps most of its gain
+    exact = psnr(photo_like, _conv_levels(soft, w, b))  # the unrounded filter's
+    assert gain > 0.6 * (exact - before)
+    with pytest.raises(ValueError, match="no filter fit for 'ssim'"):
+        filters.fit(photo_like, soft, "ssim")
+
+
+def _conv_levels(rgb: np.ndarray, w: torch.Tensor, b: torch.Tensor) -> np.ndarray:
+    y = filters._conv(filters._levels(rgb), w, b)[0]
+    return y.round().clamp(0, 255).permute(1, 2, 0).to(torch.uint8).numpy()
 
 
 # --- in the codec and the file ----------------------------------------------------------------
@@ -303,7 +335,8 @@ def test_cli_filter_switch(big: np.ndarray, tiny_model: str, tmp_path, always_ke
         assert f"filter     {version == 3}" in shown.output
 
 
-def test_the_filter_is_opt_in(big: np.ndarray, tiny_model: str, always_kept: None) -> None:
+def test_the_filter_is_opt_in_for_ms_ssim_models(big: np.ndarray, tiny_model: str,
+                                                 always_kept: None) -> None:
     plain = codec.compress(big, iterations=2, model=tiny_model)
     assert plain == codec.compress(big, iterations=2, model=tiny_model, postfilter=False)
     assert parse(plain).filter is None
@@ -320,3 +353,67 @@ def test_gain_is_measured_on_the_crop_the_fit_saw(photo_like: np.ndarray,
     crop = filters._crop
     assert filters.gain_db(f, photo_like, soft) == filters.gain_db(f, crop(photo_like),
                                                                    crop(soft)) != whole
+
+
+# --- a PSNR-tuned model's filter ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def psnr_model(models_dir, tiny_model: str) -> str:
+    """The tiny model's weights, saved as tuned for PSNR."""
+    from rnncodec import zoo
+
+    path = models_dir / "tiny-psnr.safetensors"
+    zoo.save_weights(zoo.load_model(tiny_model).net, path, name="tiny-psnr", tune="psnr")
+    return str(path)
+
+
+@pytest.fixture()
+def bars(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
+    """Every call of ``bar_for``, with the filter kept whatever the bar."""
+    seen: list[tuple] = []
+    real = filters.bar_for
+    monkeypatch.setattr(filters, "bar_for", lambda *a: seen.append(a) or real(*a))
+    monkeypatch.setattr(filters, "worth", lambda *a: True)
+    return seen
+
+
+@pytest.mark.parametrize("tile", [None, 64])
+def test_psnr_tuned_models_fit_for_psnr_against_the_last_iteration(
+        big: np.ndarray, psnr_model: str, bars: list[tuple], tile: int | None) -> None:
+    data = codec.compress(big, iterations=3, model=psnr_model, tile=tile, postfilter=True)
+    c = parse(data)
+    cut = codec.compress(big, iterations=3, model=psnr_model, tile=tile, postfilter=False)
+    images = [np.asarray(im) for im in codec.decode_iterations(cut, model=psnr_model)]
+    assert c.filter == filters.fit(big, images[2], "psnr").pack()
+    metric, quality, _, previous, last_bpp = bars[-1]
+    assert metric == "psnr" and quality == psnr(big, images[2])
+    assert previous == psnr(big, images[1])
+    assert last_bpp == len(pack_chunk(2, c.chunks[2])) * 8 / big.shape[0] / big.shape[1]
+    # add_filter judges it alike, with or without the pixels in hand
+    assert codec.add_filter(cut, big, model=psnr_model) == data
+    assert codec.add_filter(cut, big, model=psnr_model, decoded=images[2],
+                            previous=images[1]) == data
+    assert bars[-1] == bars[-2] == bars[-3]
+
+
+def test_one_iteration_psnr_filter_is_judged_against_the_decoders_grey(
+        big: np.ndarray, psnr_model: str, bars: list[tuple]) -> None:
+    codec.compress(big, iterations=1, model=psnr_model, postfilter=True)
+    assert bars[-1][3] == psnr(big, np.full_like(big, 128))
+
+
+def test_psnr_models_filter_by_default(big: np.ndarray, psnr_model: str, tmp_path,
+                                       always_kept: None) -> None:
+    filtered = codec.compress(big, iterations=2, model=psnr_model)
+    assert filtered == codec.compress(big, iterations=2, model=psnr_model, postfilter=True)
+    assert parse(codec.compress(big, iterations=2, model=psnr_model, postfilter=False)
+                 ).filter is None
+    src = tmp_path / "a.png"
+    Image.fromarray(big).save(src)
+    for flags, version in (([], 3), (["--no-filter"], 1)):
+        out = tmp_path / f"{''.join(flags) or 'default'}.rnnc"
+        r = CliRunner().invoke(main, ["compress", str(src), "-o", str(out), "-n", "2",
+                                      "--model", psnr_model, *flags, "--quiet"])
+        assert r.exit_code == 0, r.output
+        assert out.read_bytes()[4] == version

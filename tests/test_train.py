@@ -480,8 +480,10 @@ def test_export_ships_fp16_weights_with_both_entropy_tables(photos: Path, tmp_pa
         export(out / "checkpoint.pt", tmp_path / "x.safetensors", str(photos), "x",
                images=1, coder_images=1, coder_steps=1, crop=4096)
     again = export(out / "model.safetensors", tmp_path / "again.safetensors", str(photos),
-                   "shipped", images=2, coder_images=2, coder_steps=2, crop=64)
+                   "shipped", images=2, coder_images=2, coder_steps=2, crop=64, tune="psnr")
     assert again == digest  # the run's fp16 weights alone export to the same file
+    assert loaded.tune == "ms-ssim" and zoo.load_model(str(tmp_path / "again.safetensors")).tune \
+        == "psnr"  # the tune is a label beside the weights, outside their digest
 
 
 # --- training at scale ----------------------------------------------------------------------

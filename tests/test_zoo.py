@@ -60,6 +60,20 @@ def test_digest_identifies_the_numbers(tmp_path: Path) -> None:
     assert d != zoo.weights_digest({"x": torch.zeros(2, 3, dtype=torch.float32)})
 
 
+def test_a_weights_file_says_what_it_is_tuned_for(tmp_path: Path) -> None:
+    path = tmp_path / "p.safetensors"
+    zoo.save_weights(build_tiny(), path, tune="psnr")
+    assert zoo.load_model(str(path)).tune == "psnr"
+    tensors = {k: v.half() for k, v in build_tiny().state_dict().items()}
+    config = json.dumps(build_tiny().config.to_dict())
+    save_file(tensors, str(tmp_path / "old.safetensors"), metadata={"config": config})
+    assert zoo.load_model(str(tmp_path / "old.safetensors")).tune == "ms-ssim"  # before the field
+    save_file(tensors, str(tmp_path / "bad.safetensors"), metadata={"config": config,
+                                                                    "tune": "ssim"})
+    with pytest.raises(ModelError, match="tuned for 'ssim'"):
+        zoo.load_model(str(tmp_path / "bad.safetensors"))
+
+
 def test_default_model_is_registered_and_loads_without_a_name() -> None:
     assert zoo.DEFAULT_MODEL in zoo.MODELS
     assert zoo.load_model().name == zoo.DEFAULT_MODEL
@@ -71,7 +85,7 @@ def test_every_registered_model_loads_with_its_config(name: str) -> None:
     assert spec.path.is_file()
     assert spec.path.stat().st_size < 10 * 2**20  # fp16, small enough for git
     loaded = zoo.load_model(name)
-    assert loaded.name == name and loaded.net.config == spec.config
+    assert loaded.name == name and loaded.net.config == spec.config and loaded.tune == spec.tune
     assert len(loaded.digest) == 16
     assert PRIOR_KEY in loaded.tables
 

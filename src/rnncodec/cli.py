@@ -173,10 +173,12 @@ def _chosen_model(model: str | None, tune: str | None) -> str:
                    "(2: better quality at low rates, encoding several times slower; each "
                    "further iteration searched takes as long as the first, for less gain); any "
                    "decoder reads the result.")
-@click.option("--filter/--no-filter", "postfilter", default=False, show_default=True,
-              help="Fit a filter to the decoded image and store it (about 240 bytes) when it "
-                   "raises MS-SSIM more than the same bytes of codes would; it applies when all "
-                   "iterations are decoded. Off by default: the gain is small and the fit slow.")
+@click.option("--filter/--no-filter", "postfilter", default=None,
+              help="Fit a filter to the decoded image for the metric the model is tuned for "
+                   "and store it (about 240 bytes) when it gains more than the same bytes of "
+                   "codes would; it applies when all iterations are decoded. Default: on for "
+                   "models tuned for PSNR (a quick fit), off for MS-SSIM ones (a slow fit for "
+                   "a small gain).")
 @click.option("--adaptive", is_flag=True,
               help="Spatially adaptive rates: each 16×16 block stops receiving codes once its "
                    "PSNR reaches a threshold (a format-4 file). The threshold is --psnr's "
@@ -188,7 +190,7 @@ def _chosen_model(model: str | None, tune: str | None) -> str:
 @quiet_opt
 def compress(inputs: tuple[str, ...], output: str | None, iterations: int | None,
              bpp: float | None, ms_ssim: float | None, psnr: float | None, model: str | None,
-             tune: str | None, coder: str, tile: int | None, effort: int, postfilter: bool,
+             tune: str | None, coder: str, tile: int | None, effort: int, postfilter: bool | None,
              adaptive: bool, max_pixels: int, force: bool, quiet: bool) -> None:
     """Compress images (PNG, JPEG, ...; - for stdin) to .rnnc files."""
     total = iterations or (None if bpp or ms_ssim or psnr else DEFAULT_ITERATIONS)
@@ -340,15 +342,19 @@ def train(data: str, out: str, overrides: tuple[str, ...]) -> None:
 @click.option("--data", default="../shared/data/train", show_default=True,
               help="Training photos to fit the context coder's prior table on.")
 @click.option("--images", default=32, show_default=True, help="How many photos to fit on.")
+@click.option("--tune", type=click.Choice(TUNES), default=TUNES[0], show_default=True,
+              help="The metric the training favoured, recorded in the file: the per-image "
+                   "filter fits for it.")
 @force_opt
-def export(checkpoint: Path, output: Path, data: str, images: int, force: bool) -> None:
+def export(checkpoint: Path, output: Path, data: str, images: int, tune: str,
+           force: bool) -> None:
     """Turn a training checkpoint (or a run's model.safetensors) into shippable fp16 weights
     with entropy tables."""
     from .export import export as run_export
 
     def body() -> str:
         with atomic_output(output, force) as tmp:
-            return run_export(checkpoint, tmp, data, output.stem, images).hex()
+            return run_export(checkpoint, tmp, data, output.stem, images, tune=tune).hex()
 
     click.echo(f"{output}: weights {_run(body)}")
 

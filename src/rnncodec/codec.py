@@ -48,7 +48,7 @@ Arrival = Callable[[bytes, np.ndarray], None]
 def compress(image: ImageSource, *, iterations: int | None = None, bpp: float | None = None,
              ms_ssim: float | None = None, psnr: float | None = None,
              model: str = DEFAULT_MODEL, coder: str = AUTO, tile: int | None = None,
-             effort: int = 0, postfilter: bool = False, adaptive: bool = False,
+             effort: int = 0, postfilter: bool | None = None, adaptive: bool = False,
              max_pixels: int = MAX_PIXELS, progress: Progress | None = None,
              on_iteration: Arrival | None = None) -> bytes:
     """Compress an image (PIL image, array, path or encoded bytes) to .rnnc bytes.
@@ -72,10 +72,11 @@ def compress(image: ImageSource, *, iterations: int | None = None, bpp: float | 
     files decode as any other. With a search, ``tile=None`` tiles images over
     ``defaults.SEARCH_TILE_PIXELS`` instead, since the search needs far more memory per pixel.
 
-    ``postfilter``: fit a filter to the image after the last iteration and send it along when
-    it is worth its bytes (postfilter.py); it costs about 240 bytes, an encode-time fit on a
-    crop of at most 768×768 pixels and, for tiled images, a decode. Off by default: the gain is
-    small for the encoding time.
+    ``postfilter``: fit a filter to the image after the last iteration for the metric the model
+    is tuned for and send it along when it is worth its bytes (postfilter.py); it costs about
+    240 bytes, an encode-time fit on a crop of at most 768×768 pixels and, for tiled images, a
+    decode. None (default): on for models tuned for PSNR, whose fit is quick least squares; off
+    for MS-SSIM ones, whose fit is slow for its gain.
 
     ``adaptive``: spatially adaptive rates (adaptive.py, format version 4): each 16×16 block
     stops receiving codes once its PSNR reaches a threshold, so later iterations spend their
@@ -105,7 +106,7 @@ def compress(image: ImageSource, *, iterations: int | None = None, bpp: float | 
 def encode(image: ImageSource, *, iterations: int | None = None, bpp: float | None = None,
            ms_ssim: float | None = None, psnr: float | None = None,
            model: str = DEFAULT_MODEL, coder: str = AUTO, tile: int | None = None,
-           effort: int = 0, postfilter: bool = False, adaptive: bool = False,
+           effort: int = 0, postfilter: bool | None = None, adaptive: bool = False,
            max_pixels: int = MAX_PIXELS, progress: Progress | None = None,
            on_iteration: Arrival | None = None) -> Encoded:
     """``compress``, also saying what a quality target reached: the file may fall short of
@@ -121,6 +122,7 @@ def encode(image: ImageSource, *, iterations: int | None = None, bpp: float | No
                          f"{max_pixels} pixels")
     tile = choose_tile(tile, width, height, SEARCH_TILE_PIXELS if effort else AUTO_TILE_PIXELS)
     loaded = load_model(model)
+    postfilter = loaded.tune == "psnr" if postfilter is None else postfilter
     coder = resolve(coder)
     bit_coder = make_coder(coder, loaded.tables)
     header = Header(width, height, gray, CODER_NAMES[coder], loaded.name, loaded.digest, tile,
@@ -176,6 +178,7 @@ def _encode(job: _Job, target: Target, stop_db: float | None) -> Encoded:
         engine.encode_lockstep(loaded, rgb, tiles, keep or job.postfilter, job.effort, stop_db)
     out, history, payloads = bytearray(header.pack()), list[np.ndarray](), list[bytes]()
     last: np.ndarray | None = None  # the decoded pixels after the last chunk kept
+    previous: np.ndarray | None = None  # and before it (a PSNR filter's bar reads them)
     quality: float | None = None  # theirs, for a quality target
     coded = np.ones(engine.code_shape(width, height)[1:], bool)  # the blocks coded so far
     for i, (codes, decoded) in zip(range(target.max_iterations), steps, strict=False):
@@ -194,7 +197,7 @@ def _encode(job: _Job, target: Target, stop_db: float | None) -> Encoded:
             break
         out += chunk
         payloads.append(payload)
-        last = decoded
+        previous, last = last, decoded
         if progress and not tile:
             progress(i + 1)
         if job.on_iteration is not None and decoded is not None:
@@ -206,8 +209,9 @@ def _encode(job: _Job, target: Target, stop_db: float | None) -> Encoded:
     data = bytes(out)
     if job.postfilter and filters.applies(width, height):
         if last is None:  # tiled: the pixels were not kept, so decode them as decompress will
-            last = engine.decode_pixels(loaded, width, height, tile, history[:len(payloads)])
-        data, kept = _with_filter(data, header, payloads, rgb, last, target.bpp)
+            last, previous = _last_two(loaded, header, history[:len(payloads)])
+        data, kept = _with_filter(data, header, payloads, rgb, (previous, last), target.bpp,
+                                  loaded.tune)
         if kept is not None and original is not None:
             quality = target.measure(original, np.asarray(to_image(filters.apply(kept, last),
                                                                    gray)))
@@ -227,23 +231,43 @@ def _replay(job: _Job, data: bytes) -> None:
         job.on_iteration(assemble(h, container.chunks[:n]), image)
 
 
+def _last_two(loaded: LoadedModel, header: Header, maps: list[np.ndarray]
+              ) -> tuple[np.ndarray, np.ndarray | None]:
+    """The pixels after all of ``maps`` and, for a PSNR-tuned model's filter, before the last."""
+    w, h, tile = header.width, header.height, header.tile
+    last = engine.decode_pixels(loaded, w, h, tile, maps)
+    previous = engine.decode_pixels(loaded, w, h, tile, maps[:-1]) \
+        if loaded.tune == "psnr" and len(maps) > 1 else None
+    return last, previous
+
+
 def _with_filter(data: bytes, header: Header, payloads: list[bytes], rgb: np.ndarray,
-                 decoded: np.ndarray, bpp: float | None) -> tuple[bytes, filters.Filter | None]:
-    """The file with a filter fitted to ``decoded`` and the filter, if it pays for itself
-    (``postfilter.worth``) within the rate limit ``bpp``; else ``data`` as it is and None."""
+                 decoded: tuple[np.ndarray | None, np.ndarray], bpp: float | None,
+                 metric: str) -> tuple[bytes, filters.Filter | None]:
+    """The file with a filter fitted for ``metric`` to the pixels after the last iteration and
+    the filter, if it pays for itself (``postfilter.worth``) within the rate limit ``bpp``;
+    else ``data`` as it is and None. ``decoded`` holds the pixels before the last iteration
+    (None: before any, the decoder's grey) and after it."""
     pixels = header.width * header.height
-    f = filters.fit(rgb, decoded)
+    previous, last = decoded
+    f = filters.fit(rgb, last, metric)
     filtered = assemble(header, payloads, f.pack())
     if bpp is not None and len(filtered) * 8 > bpp * pixels:
         return data, None
-    gain, before = filters.gain_db(f, rgb, decoded)
+    gain, before = filters.gain_db(f, rgb, last, metric)
+    start = None  # the quality before the last iteration, which a PSNR filter's bar reads
+    if metric == "psnr":
+        start = filters.quality_db(rgb, np.full_like(last, engine.GREY) if previous is None
+                                   else previous, metric)
+    last_bpp = len(pack_chunk(len(payloads) - 1, payloads[-1])) * 8 / pixels
+    bar = filters.bar_for(metric, before, len(data) * 8 / pixels, start, last_bpp)
     cost = (len(filtered) - len(data)) * 8 / pixels
-    worth = filters.worth(gain, cost, before, len(data) * 8 / pixels)
-    return (filtered, f) if worth else (data, None)
+    return (filtered, f) if filters.worth(gain, cost, bar) else (data, None)
 
 
 def add_filter(data: bytes | str | Path, image: ImageSource, *, model: str | None = None,
-               max_pixels: int = MAX_PIXELS, decoded: np.ndarray | None = None) -> bytes:
+               max_pixels: int = MAX_PIXELS, decoded: np.ndarray | None = None,
+               previous: np.ndarray | None = None) -> bytes:
     """The file with a filter fitted anew to the image after all its iterations (replacing any
     it had), or with none when the filter does not pay for itself (``postfilter.worth``).
 
@@ -252,8 +276,10 @@ def add_filter(data: bytes | str | Path, image: ImageSource, *, model: str | Non
     iterations, since a file's first iterations do not depend on how many follow. Costs one
     decode and a fit; a caller that holds the file's pixels, unfiltered (H×W×3 uint8, as
     ``decode_iterations`` gives them for its last iteration), passes them as ``decoded`` and
-    saves the decode. A grayscale file's decoded pixels are one channel of the networks' three,
-    which the filter reads, so those are refused.
+    saves the decode; for a PSNR-tuned model, whose filter is judged against what the last
+    iteration added, also those before it as ``previous`` (else they are decoded). A grayscale
+    file's decoded pixels are one channel of the networks' three, which the filter reads, so
+    those are refused.
     """
     container, loaded, bit_coder = _open(data, model, max_pixels)
     header = container.header
@@ -261,18 +287,20 @@ def add_filter(data: bytes | str | Path, image: ImageSource, *, model: str | Non
     if rgb.shape[:2] != (header.height, header.width):
         raise ImageError(f"the image is {rgb.shape[1]}×{rgb.shape[0]}, the file "
                          f"{header.width}×{header.height}")
-    if decoded is not None and (header.gray or decoded.shape != rgb.shape
-                                or decoded.dtype != np.uint8):
-        raise ArgumentError("decoded pixels must be a colour file's, H×W×3 uint8 like the "
-                            f"image; got {decoded.dtype} {decoded.shape} for a "
-                            f"{'grayscale' if header.gray else 'colour'} file")
+    for pixels in (decoded, previous):
+        if pixels is not None and (header.gray or pixels.shape != rgb.shape
+                                   or pixels.dtype != np.uint8):
+            raise ArgumentError("decoded pixels must be a colour file's, H×W×3 uint8 like the "
+                                f"image; got {pixels.dtype} {pixels.shape} for a "
+                                f"{'grayscale' if header.gray else 'colour'} file")
     plain = assemble(header, container.chunks)
     if not filters.applies(header.width, header.height):
         return plain
-    if decoded is None:
-        maps = _first_codes(container, bit_coder, len(container.chunks))
-        decoded = engine.decode_pixels(loaded, header.width, header.height, header.tile, maps)
-    return _with_filter(plain, header, container.chunks, rgb, decoded, None)[0]
+    n = len(container.chunks)
+    if decoded is None or (previous is None and loaded.tune == "psnr" and n > 1):
+        decoded, previous = _last_two(loaded, header, _first_codes(container, bit_coder, n))
+    return _with_filter(plain, header, container.chunks, rgb, (previous, decoded), None,
+                        loaded.tune)[0]
 
 
 def _check_model(header: Header, model: str | None) -> LoadedModel:

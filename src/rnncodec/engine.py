@@ -53,6 +53,8 @@ from .zoo import LoadedModel
 # decoding calls it from its worker threads
 Progress = Callable[[int], None]
 S = TypeVar("S")
+# The decoder's pixels before any codes: its reconstruction starts at zeros, mid-grey
+GREY = int(to_array(torch.zeros(1, 3, 1, 1), 1, 1)[0, 0, 0])
 
 
 _threads = threading.Lock()

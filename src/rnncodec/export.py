@@ -27,12 +27,14 @@ from .zoo import LoadedModel, load_model, save_weights
 
 
 def export(checkpoint: Path, out: Path, data: str, name: str, images: int = 32,
-           coder_images: int = 400, coder_steps: int = 9000, crop: int = 256) -> bytes:
+           coder_images: int = 400, coder_steps: int = 9000, crop: int = 256,
+           tune: str = "ms-ssim") -> bytes:
     """Write a checkpoint (or a run's model.safetensors) as shippable fp16 safetensors with both
     entropy coders' tables.
 
     The context coder's prior and the neural coder's network are fitted on the codes that the
     fp16 weights produce for training photos (never evaluation images); returns the digest.
+    ``tune`` records the metric the training favoured (the per-image filter fits for it).
     """
     if checkpoint.suffix == ".safetensors":  # a run's weights alone (all a lent GPU may return)
         model = load_model(str(checkpoint)).net
@@ -47,7 +49,7 @@ def export(checkpoint: Path, out: Path, data: str, name: str, images: int = 32,
     net = train_context_net(codes, coder_steps)
     tables.update(quantize(net))
     load_model.cache_clear()
-    return save_weights(loaded.net, out, name, tables=tables)
+    return save_weights(loaded.net, out, name, tables=tables, tune=tune)
 
 
 def prior_table(loaded: LoadedModel, data: str, images: int,

@@ -3,8 +3,10 @@
 The networks' reconstruction is a little soft; a linear filter that mixes each output channel
 from a 5×5 window of all three input channels, fitted to this one image (as video codecs fit
 their adaptive loop filters), sharpens it back. The encoder knows the original, so it fits the
-filter for MS-SSIM (least squares first, then L-BFGS on 1 − MS-SSIM), quantizes it to 225
-one-byte weights and 3 one-byte offsets, and keeps it only when it is worth its bytes (``worth``).
+filter for the metric the model is tuned for (for MS-SSIM, least squares first, then L-BFGS on
+1 − MS-SSIM; for PSNR, least squares alone), rounds it to 225 one-byte weights and 3 one-byte
+offsets where the squared error grows least, and keeps it only when it is worth its bytes
+(``worth``).
 The filter applies to the image after the file's last iteration only: a file cut shorter, or
 decoded with fewer iterations, shows the networks' image unfiltered.
 
@@ -24,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .errors import FormatError
-from .metrics import MS_SSIM_MIN_SIDE, ms_ssim, ms_ssim_db, ms_ssim_tensor
+from .metrics import MS_SSIM_MIN_SIDE, ms_ssim, ms_ssim_db, ms_ssim_tensor, psnr
 
 KERNEL = 5
 MAX_SHIFT = 12  # weights in steps of 2⁻ˢ, s the largest ≤ 12 that keeps them in int8: the
@@ -33,8 +35,11 @@ BIAS_STEP = 1 / 8  # offsets in eighths of a level (int8: up to ±15.9)
 # The fit, and the judgement whether the filter pays, see at most a centred 768×768 crop (the
 # L-BFGS steps' autograd grows with the pixels), and one filter serves a whole photo
 FIT_SIDE = 768
-# How the filter is fitted, in the evaluation's cache key (a new fit re-runs it)
-FIT = "5×5, least squares then L-BFGS 25 on MS-SSIM"
+# How the filter is fitted, per metric, in the evaluation's cache key (a new fit re-runs it)
+FITS = {"ms-ssim": "5×5, least squares then L-BFGS 25 on MS-SSIM, rounded by nearest plane "
+                   "and coordinate descent",
+        "psnr": "5×5, least squares, rounded by nearest plane and coordinate descent"}
+ROUNDING_PASSES = 8  # coordinate-descent sweeps over the weights; it settles in a few
 FIT_ITERATIONS = 25  # L-BFGS iterations: as close a fit as many more Adam steps, in less time
 STRIP = 256  # rows filtered at once when decoding, so memory stays a few bytes per pixel
 _HEAD = struct.Struct(">BB")  # kernel side, weight shift
@@ -103,24 +108,61 @@ def apply(f: Filter, rgb: np.ndarray) -> np.ndarray:
     return out
 
 
-def _least_squares(decoded: Tensor, original: Tensor) -> tuple[Tensor, Tensor]:
-    """The filter of least squared error, the starting point of the MS-SSIM fit: normal
-    equations summed over strips of rows in float64, so memory stays small."""
+def _normal_equations(decoded: Tensor, original: Tensor) -> tuple[Tensor, Tensor]:
+    """(Gram matrix, cross products) of the least-squares filter, float64, an offset last:
+    summed over strips of rows, so memory stays small. A whisker of ridge keeps flat images
+    solvable."""
     pad = KERNEL // 2
-    padded = F.pad(decoded, (pad,) * 4, mode="replicate")
+    padded = F.pad(decoded, (pad,) * 4, mode="replicate").double()
     n = 3 * KERNEL * KERNEL + 1  # unknowns per output channel: 3 input windows and an offset
     gram = torch.zeros(n, n, dtype=torch.float64)
     cross = torch.zeros(n, 3, dtype=torch.float64)
     for top in range(0, decoded.shape[2], STRIP):
         rows = min(STRIP, decoded.shape[2] - top)
-        cols = F.unfold(padded[:, :, top:top + rows + 2 * pad], KERNEL)[0].T.double()
-        a = torch.cat([cols, torch.ones(cols.shape[0], 1, dtype=torch.float64)], 1)
-        gram += a.T @ a
-        cross += a.T @ original[0, :, top:top + rows].reshape(3, -1).T.double()
-    # a whisker of ridge keeps flat images solvable; solve, unlike lstsq here, is deterministic
-    ridge = 1e-9 * gram.diagonal().mean() * torch.eye(n, dtype=torch.float64)
-    sol = torch.linalg.solve(gram + ridge, cross)
-    return sol[:-1].T.reshape(3, 3, KERNEL, KERNEL).float(), sol[-1].float()
+        cols = F.unfold(padded[:, :, top:top + rows + 2 * pad], KERNEL)[0]  # windows × pixels
+        y = original[0, :, top:top + rows].reshape(3, -1).double()
+        sums = cols.sum(1)  # the offset's row and column, without a column of ones to copy
+        gram[:-1, :-1] += cols @ cols.T
+        gram[:-1, -1] += sums
+        gram[-1, :-1] += sums
+        gram[-1, -1] += cols.shape[1]
+        cross[:-1] += cols @ y.T
+        cross[-1] += y.sum(1)
+    return gram + 1e-9 * gram.diagonal().mean() * torch.eye(n, dtype=torch.float64), cross
+
+
+def _unpack(solution: Tensor) -> tuple[Tensor, Tensor]:
+    """(3×3×k×k weights, 3 offsets) from the normal equations' (76 × 3) unknowns."""
+    return solution[:-1].T.reshape(3, 3, KERNEL, KERNEL).float(), solution[-1].float()
+
+
+def _round(gram: Tensor, solution: Tensor) -> Filter:
+    """The filter of the unknowns ``solution`` in int8, rounded where the squared error over the
+    fitted pixels grows least rather than each unknown to its nearest step: Babai's nearest
+    plane (each unknown rounded in turn, the error it leaves carried into those not yet rounded
+    along the Cholesky factor of the Gram matrix, as GPTQ rounds network weights), then
+    coordinate descent, which only lowers the error. The neighbouring pixels a filter reads
+    are nearly alike, so rounding each weight alone can lose all the filter gains."""
+    shift = quantize(*_unpack(solution)).shift
+    steps = torch.full((len(gram), 1), 2.0 ** -shift, dtype=torch.float64)
+    steps[-1] = BIAS_STEP
+    # the error is ‖U (x − solution)‖², G = UᵀU; in units of steps: U·diag(steps)
+    u = torch.linalg.cholesky(gram).T * steps.T
+    target = solution / steps
+    q = torch.empty_like(target)
+    for i in reversed(range(len(gram))):
+        carried = (u[i, i + 1:, None] * (q[i + 1:] - target[i + 1:])).sum(0) / u[i, i]
+        q[i] = torch.round(target[i] - carried).clamp(-127, 127)
+    g = u.T @ u  # the Gram matrix in steps
+    c = g @ target
+    for _ in range(ROUNDING_PASSES):
+        before = q.clone()
+        for i in range(len(g)):
+            q[i] = torch.round((c[i] - g[i] @ q + g[i, i] * q[i]) / g[i, i]).clamp(-127, 127)
+        if torch.equal(q, before):
+            break
+    qi = q.to(torch.int8).numpy()
+    return Filter(qi[:-1].T.reshape(3, 3, KERNEL, KERNEL).copy(), qi[-1].copy(), shift)
 
 
 def _crop(rgb: np.ndarray) -> np.ndarray:
@@ -139,39 +181,69 @@ def quantize(w: Tensor, b: Tensor) -> Filter:
     return Filter(qw, qb, shift)
 
 
-def fit(original: np.ndarray, decoded: np.ndarray) -> Filter:
-    """The filter that brings ``decoded`` closest to ``original`` in MS-SSIM (H×W×3 uint8)."""
+def fit(original: np.ndarray, decoded: np.ndarray, metric: str = "ms-ssim") -> Filter:
+    """The filter that brings ``decoded`` closest to ``original`` (H×W×3 uint8) in ``metric``
+    (``FITS``)."""
+    if metric not in FITS:
+        raise ValueError(f"no filter fit for {metric!r}; choose one of {', '.join(FITS)}")
     o, d = _levels(_crop(original)), _levels(_crop(decoded))
+    gram, cross = _normal_equations(d, o)
+    solution = torch.linalg.solve(gram, cross)  # unlike lstsq here, deterministic
+    if metric == "ms-ssim":
+        solution = _towards_ms_ssim(d, o, solution)
+    return _round(gram, solution)
+
+
+def _towards_ms_ssim(decoded: Tensor, original: Tensor, solution: Tensor) -> Tensor:
+    """The normal equations' unknowns moved by L-BFGS to where 1 − MS-SSIM is least."""
     with torch.enable_grad():
-        w, b = (t.requires_grad_(True) for t in _least_squares(d, o))
+        w, b = (t.requires_grad_(True) for t in _unpack(solution))
         opt = torch.optim.LBFGS([w, b], max_iter=FIT_ITERATIONS, history_size=20,
                                 line_search_fn="strong_wolfe")
 
         def closure() -> Tensor:
             opt.zero_grad()
             # scaled: L-BFGS's tolerances suit a loss of order 1, not 1 − MS-SSIM's 0.01
-            loss = 1000 * (1 - ms_ssim_tensor(_conv(d, w, b).clamp(0, 255), o, 255).mean())
+            out = _conv(decoded, w, b).clamp(0, 255)
+            loss = 1000 * (1 - ms_ssim_tensor(out, original, 255).mean())
             loss.backward()
             return loss
 
         opt.step(closure)
-    f = quantize(w.detach(), b.detach())
-    # the offsets again, for the quantized weights: rounding them shifts each channel's mean
-    qw, _ = f.tensors()
-    return quantize(qw, (o - _conv(d, qw, torch.zeros(3))).mean(dim=(0, 2, 3)))
+    return torch.cat([w.detach().reshape(3, -1).T, b.detach()[None]]).double()
 
 
-def gain_db(f: Filter, original: np.ndarray, decoded: np.ndarray) -> tuple[float, float]:
-    """(the filter's MS-SSIM gain in dB, MS-SSIM in dB before it) on the crop ``fit`` sees:
-    the whole image up to ``FIT_SIDE`` on each side, so judging a filter costs no more
-    memory or time on a large photo than on a small one."""
+def quality_db(original: np.ndarray, decoded: np.ndarray, metric: str) -> float:
+    """The decoded image's quality in dB (MS-SSIM in dB, or PSNR) on the crop ``fit`` sees:
+    the whole image up to ``FIT_SIDE`` on each side, so judging a filter costs no more memory
+    or time on a large photo than on a small one."""
     original, decoded = _crop(original), _crop(decoded)
-    before = ms_ssim_db(ms_ssim(original, decoded))
-    return ms_ssim_db(ms_ssim(original, apply(f, decoded))) - before, before
+    return psnr(original, decoded) if metric == "psnr" else ms_ssim_db(ms_ssim(original, decoded))
 
 
-def worth(gain: float, cost_bpp: float, quality_db: float, bpp: float) -> bool:
-    """Whether a filter pays: its MS-SSIM gain per bit at least the codes' own so far (the
-    image's MS-SSIM in dB over its bpp). A rate–distortion curve that flattens gains less per
-    bit at the margin than on average, so a filter that passes lifts the curve."""
-    return gain > 0 and math.isfinite(quality_db) and gain / cost_bpp >= quality_db / bpp
+def gain_db(f: Filter, original: np.ndarray, decoded: np.ndarray,
+            metric: str = "ms-ssim") -> tuple[float, float]:
+    """(the filter's gain in dB, the quality in dB before it), as ``quality_db`` measures."""
+    original, decoded = _crop(original), _crop(decoded)
+    before = quality_db(original, decoded, metric)
+    return quality_db(original, apply(f, decoded), metric) - before, before
+
+
+def worth(gain: float, cost_bpp: float, bar: float) -> bool:
+    """Whether a filter pays: its gain per bit (dB per bpp) at least ``bar``, what the codes
+    give per bit (``bar_for``)."""
+    return gain > 0 and math.isfinite(bar) and gain / cost_bpp >= bar
+
+
+def bar_for(metric: str, quality: float, bpp: float, previous: float | None,
+            last_bpp: float) -> float:
+    """The gain per bit a filter must match (dB per bpp): for MS-SSIM, the image's MS-SSIM in dB
+    over its bpp, the codes' average so far (a curve that flattens gains less at the margin, so
+    a filter that passes lifts it); for PSNR, whose zero-rate level is far from 0 dB, what the
+    last iteration gave: the PSNR it added (``previous`` the PSNR before it, the decoder's grey
+    before the first) over its ``last_bpp``."""
+    if metric == "psnr":
+        if previous is None:
+            raise ValueError("a PSNR filter's bar needs the PSNR before the last iteration")
+        return (quality - previous) / last_bpp
+    return quality / bpp

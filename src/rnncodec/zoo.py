@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 
 from .errors import ModelError
 from .frameworks import ModelConfig, RNNCompressor
-from .registry import DEFAULT_MODEL, MODELS, ModelSpec  # noqa: F401 (the list, torch-free)
+from .registry import DEFAULT_MODEL, MODELS, TUNES, ModelSpec  # noqa: F401 (torch-free)
 
 TABLE_PREFIX = "entropy."  # tensors for the entropy coders, not the network
 
@@ -29,6 +29,7 @@ class LoadedModel:
     digest: bytes  # 16 bytes identifying the weights (network and entropy tables)
     net: RNNCompressor
     tables: dict[str, torch.Tensor]  # learned entropy-coder tables, keyed "entropy.*"
+    tune: str = "ms-ssim"  # the metric its loss favours (registry.TUNES)
 
 
 def weights_digest(tensors: dict[str, torch.Tensor], prime: int = 0) -> bytes:
@@ -45,13 +46,14 @@ def weights_digest(tensors: dict[str, torch.Tensor], prime: int = 0) -> bytes:
 
 
 def save_weights(model: RNNCompressor, path: Path, name: str | None = None,
-                 tables: dict[str, torch.Tensor] | None = None) -> bytes:
-    """Write fp16 weights, entropy tables (as given) and the config; returns the digest."""
+                 tables: dict[str, torch.Tensor] | None = None, tune: str = "ms-ssim") -> bytes:
+    """Write fp16 weights, entropy tables (as given), the config and the metric the model is
+    tuned for; returns the digest."""
     # clone, not contiguous(): a channels_last 1×1 kernel counts as contiguous with odd strides
     tensors = {k: v.detach().to(torch.float16).clone(memory_format=torch.contiguous_format)
                for k, v in model.state_dict().items()}
     tensors.update({k: v.contiguous() for k, v in (tables or {}).items()})
-    meta = {"config": json.dumps(model.config.to_dict()), "name": name or path.stem}
+    meta = {"config": json.dumps(model.config.to_dict()), "name": name or path.stem, "tune": tune}
     tmp = path.with_suffix(".tmp")
     save_file(tensors, str(tmp), metadata=meta)
     tmp.chmod(0o644)  # safetensors creates the file private; weights are meant to be shared
@@ -67,7 +69,8 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         raise ModelError(f"cannot read model weights {path}: {e}") from None
 
 
-def _build(name: str, config: ModelConfig, tensors: dict[str, torch.Tensor]) -> LoadedModel:
+def _build(name: str, config: ModelConfig, tensors: dict[str, torch.Tensor],
+           tune: str = "ms-ssim") -> LoadedModel:
     net = RNNCompressor(config)
     tables = {k: v for k, v in tensors.items() if k.startswith(TABLE_PREFIX)}
     try:
@@ -78,7 +81,7 @@ def _build(name: str, config: ModelConfig, tensors: dict[str, torch.Tensor]) -> 
     net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # see engine.nhwc
     for p in net.parameters():
         p.requires_grad_(False)
-    return LoadedModel(name, weights_digest(tensors, config.prime), net, tables)
+    return LoadedModel(name, weights_digest(tensors, config.prime), net, tables, tune)
 
 
 @lru_cache(maxsize=4)
@@ -89,7 +92,7 @@ def load_model(name_or_path: str = DEFAULT_MODEL) -> LoadedModel:
         if not spec.path.exists():
             raise ModelError(f"weights of model {spec.name!r} are missing ({spec.path})")
         tensors, _ = _read(spec.path)
-        return _build(spec.name, spec.config, tensors)
+        return _build(spec.name, spec.config, tensors, spec.tune)
     path = Path(name_or_path)
     if not path.is_file():
         raise ModelError(f"unknown model {name_or_path!r}: not a registered name "
@@ -99,4 +102,7 @@ def load_model(name_or_path: str = DEFAULT_MODEL) -> LoadedModel:
         config = ModelConfig(**json.loads(meta["config"]))
     except (KeyError, TypeError, ValueError) as e:
         raise ModelError(f"{path} has no valid model config in its metadata ({e})") from None
-    return _build(meta.get("name", path.stem), config, tensors)
+    tune = meta.get("tune", "ms-ssim")  # files written before the field: ms-ssim
+    if tune not in TUNES:
+        raise ModelError(f"{path} says it is tuned for {tune!r}, not one of {', '.join(TUNES)}")
+    return _build(meta.get("name", path.stem), config, tensors, tune)

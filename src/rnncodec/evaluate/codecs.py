@@ -173,12 +173,17 @@ class FilteredRnnCodec(RnnCodec):
     anew (``add_filter``): the file ``compress`` makes for that many iterations, for one encode
     (the slow bit search runs once). Encode time: the encode up to the setting plus
     ``add_filter``'s fit, given the pixels the progressive pass decoded (``compress`` has them
-    from its own closed loop)."""
+    from its own closed loop), those of the setting before too when it is one iteration less."""
 
     def run(self, rgb: np.ndarray, settings: Sequence[int]) -> Iterator[Coded]:
+        shorter: Coded | None = None
         for plain in super().run(rgb, settings):
             meter = Meter()
-            data = rnn.add_filter(plain.data, rgb, model=self.model, decoded=plain.decoded)
+            previous = shorter.decoded if shorter and shorter.setting == plain.setting - 1 \
+                else None
+            data = rnn.add_filter(plain.data, rgb, model=self.model, decoded=plain.decoded,
+                                  previous=previous)
+            shorter = plain
             fit_s, fit_peak = meter.seconds(), meter.peak_rss()
             meter = Meter()
             decoded = np.asarray(rnn.decompress(data, model=self.model))
@@ -223,7 +228,7 @@ def behaviour(model: str, effort: int, postfilter: bool) -> tuple[bytes, str]:
     digest.update(data)
     if postfilter:
         decoded = np.asarray(rnn.decompress(data, model=model))  # the card is colour: RGB
-        digest.update(filters.fit(card, decoded).pack())
+        digest.update(filters.fit(card, decoded, load_model(model).tune).pack())
     return data, digest.hexdigest()[:12]
 
 
@@ -240,7 +245,8 @@ def rnn_codec(model: str, iterations: int = rnn.DEFAULT_ITERATIONS, effort: int 
     settings = tuple(range(1, iterations + 1))
     kind = FilteredRnnCodec if postfilter else RnnCodec
     tag, label = (f"{tag}+filter", f"{label} + filter") if postfilter else (tag, label)
-    fit = f"; filter {filters.FIT}, fitted to each cut (add_filter)" if postfilter else ""
+    fit = (f"; filter {filters.FITS[load_model(model).tune]}, fitted to each cut (add_filter)"
+           if postfilter else "")
     return kind(f"rnncodec:{name}{tag}", f"rnncodec {name}{label}",
                 f"weights {digest}, coder {coder}{label}{search}{fit}; probe {probe}",
                 settings, "iterations", model=model, effort=effort)
