@@ -209,7 +209,10 @@ def _encode(job: _Job, target: Target, stop_db: float | None) -> Encoded:
     data = bytes(out)
     if job.postfilter and filters.applies(width, height):
         if last is None:  # tiled: the pixels were not kept, so decode them as decompress will
-            last, previous = _last_two(loaded, header, history[:len(payloads)])
+            maps = history[:len(payloads)]
+            last = _pixels(loaded, header, maps)
+            previous = _pixels(loaded, header, maps[:-1]) if _bar_reads_previous(
+                loaded, len(maps)) else None
         data, kept = _with_filter(data, header, payloads, rgb, (previous, last), target.bpp,
                                   loaded.tune)
         if kept is not None and original is not None:
@@ -231,14 +234,15 @@ def _replay(job: _Job, data: bytes) -> None:
         job.on_iteration(assemble(h, container.chunks[:n]), image)
 
 
-def _last_two(loaded: LoadedModel, header: Header, maps: list[np.ndarray]
-              ) -> tuple[np.ndarray, np.ndarray | None]:
-    """The pixels after all of ``maps`` and, for a PSNR-tuned model's filter, before the last."""
-    w, h, tile = header.width, header.height, header.tile
-    last = engine.decode_pixels(loaded, w, h, tile, maps)
-    previous = engine.decode_pixels(loaded, w, h, tile, maps[:-1]) \
-        if loaded.tune == "psnr" and len(maps) > 1 else None
-    return last, previous
+def _pixels(loaded: LoadedModel, header: Header, maps: list[np.ndarray]) -> np.ndarray:
+    """The pixels a decoder makes of ``maps``, unfiltered."""
+    return engine.decode_pixels(loaded, header.width, header.height, header.tile, maps)
+
+
+def _bar_reads_previous(loaded: LoadedModel, iterations: int) -> bool:
+    """Whether judging a filter needs the pixels before the last of ``iterations``: for a
+    PSNR-tuned model (``postfilter.bar_for``), unless there is none but the decoder's grey."""
+    return loaded.tune == "psnr" and iterations > 1
 
 
 def _with_filter(data: bytes, header: Header, payloads: list[bytes], rgb: np.ndarray,
@@ -297,8 +301,11 @@ def add_filter(data: bytes | str | Path, image: ImageSource, *, model: str | Non
     if not filters.applies(header.width, header.height):
         return plain
     n = len(container.chunks)
-    if decoded is None or (previous is None and loaded.tune == "psnr" and n > 1):
-        decoded, previous = _last_two(loaded, header, _first_codes(container, bit_coder, n))
+    needs_previous = previous is None and _bar_reads_previous(loaded, n)
+    if decoded is None or needs_previous:
+        maps = _first_codes(container, bit_coder, n)
+        decoded = _pixels(loaded, header, maps) if decoded is None else decoded
+        previous = _pixels(loaded, header, maps[:-1]) if needs_previous else previous
     return _with_filter(plain, header, container.chunks, rgb, (previous, decoded), None,
                         loaded.tune)[0]
 

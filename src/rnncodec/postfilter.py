@@ -143,7 +143,7 @@ def _round(gram: Tensor, solution: Tensor) -> Filter:
     along the Cholesky factor of the Gram matrix, as GPTQ rounds network weights), then
     coordinate descent, which only lowers the error. The neighbouring pixels a filter reads
     are nearly alike, so rounding each weight alone can lose all the filter gains."""
-    shift = quantize(*_unpack(solution)).shift
+    shift = _shift(_unpack(solution)[0])
     steps = torch.full((len(gram), 1), 2.0 ** -shift, dtype=torch.float64)
     steps[-1] = BIAS_STEP
     # the error is ‖U (x − solution)‖², G = UᵀU; in units of steps: U·diag(steps)
@@ -171,11 +171,16 @@ def _crop(rgb: np.ndarray) -> np.ndarray:
     return rgb[top:top + FIT_SIDE, left:left + FIT_SIDE]
 
 
-def quantize(w: Tensor, b: Tensor) -> Filter:
-    """The filter in int8: weights in the finest steps that hold the largest, offsets in
-    eighths."""
+def _shift(w: Tensor) -> int:
+    """The finest weight step 2⁻ˢ that holds the largest of ``w`` in int8."""
     top = float(w.abs().max())
-    shift = MAX_SHIFT if top == 0 else max(0, min(MAX_SHIFT, math.floor(math.log2(127 / top))))
+    return MAX_SHIFT if top == 0 else max(0, min(MAX_SHIFT, math.floor(math.log2(127 / top))))
+
+
+def quantize(w: Tensor, b: Tensor) -> Filter:
+    """The filter in int8, each value rounded to its nearest step: weights in the finest steps
+    that hold the largest, offsets in eighths (``fit`` rounds its filters with ``_round``)."""
+    shift = _shift(w)
     qw = torch.round(w * 2.0 ** shift).clamp(-127, 127).to(torch.int8).numpy()
     qb = torch.round(b / BIAS_STEP).clamp(-127, 127).to(torch.int8).numpy()
     return Filter(qw, qb, shift)
