@@ -83,6 +83,14 @@ def tiny_model(models_dir: Path) -> str:
 
 
 @pytest.fixture(scope="session")
+def psnr_model(models_dir: Path, tiny_model: str) -> str:
+    """The tiny model's weights, saved as tuned for PSNR."""
+    path = models_dir / "tiny-psnr.safetensors"
+    zoo.save_weights(zoo.load_model(tiny_model).net, path, name="tiny-psnr", tune="psnr")
+    return str(path)
+
+
+@pytest.fixture(scope="session")
 def other_model(models_dir: Path) -> str:
     """A second tiny model with different weights (and another cell and framework)."""
     path = models_dir / "other.safetensors"

@@ -205,6 +205,28 @@ def test_filter_cost_compares_files_with_and_without_the_filter(
     assert cost.images(str(tmp_path / "none"), 3)[0][0] == "generated:768x512"
 
 
+def test_adaptive_default_compares_fixed_threshold_files_with_uniform_ones(
+        tmp_path: Path, tiny_model: str, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # it imports adaptive_ceiling, as run there
+    bench = _script("adaptive_default")
+    photo = tmp_path / "a.png"
+    Image.fromarray(gradient_image(64, 80, seed=1)).save(photo)
+    out = tmp_path / "adaptive.json"
+    bench.main([str(photo), "--model", tiny_model, "--thresholds", "10,40", "--json", str(out)])
+    assert "| adaptive 40.0 dB |" in capsys.readouterr().out
+    doc = json.loads(out.read_text())
+    s = doc["summary"]
+    assert len(doc["images"]["a.png"]["uniform"]["points"]) == 16
+    # nothing stops at 40 dB under the tiny model: the uniform file plus an empty map per chunk
+    # (and the header's tile field, which version 4 always has)
+    extra = (16 * 4 + 2) * 8 / (64 * 80)
+    assert s["40.0"]["bpp_16"] - s["uniform"]["bpp_16"] == pytest.approx(extra)
+    assert s["40.0"]["psnr_16"] == s["uniform"]["psnr_16"]
+    assert s["10.0"]["bpp_16"] < s["uniform"]["bpp_16"]  # blocks stop at 10 dB
+    assert bench.codec.DEFAULT_STOP_DB == 40.0  # the threshold under test was put back
+
+
 def test_heldout_compares_models_on_the_photos_training_holds_out(
         tmp_path: Path, tiny_model: str, other_model: str,
         capsys: pytest.CaptureFixture[str]) -> None:

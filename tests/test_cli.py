@@ -666,3 +666,13 @@ def test_compress_adaptive_info_truncate(png: Path, rgb: np.ndarray, tiny_model:
     uniform = tmp_path / "uniform.rnnc"
     ok("compress", png, "-n", 2, "--model", tiny_model, "-o", uniform)
     assert "active" not in ok("info", uniform).stdout
+
+
+def test_compress_adaptive_default_follows_the_models_tune(png: Path, psnr_model: str,
+                                                           tiny_model: str,
+                                                           tmp_path: Path) -> None:
+    for model, flags, version in ((psnr_model, [], 4), (psnr_model, ["--no-adaptive"], 1),
+                                  (tiny_model, [], 1), (tiny_model, ["--adaptive"], 4)):
+        out = tmp_path / "out.rnnc"
+        ok("compress", png, "-n", 2, "--no-filter", "--model", model, *flags, "-o", out, "-f")
+        assert out.read_bytes()[4] == version, (model, flags)

@@ -6,6 +6,7 @@ import io
 import math
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -638,6 +639,27 @@ def test_an_adaptive_file_without_stops_is_the_uniform_one_plus_empty_maps(
     assert parse(adaptive).chunks == [bytes(4) + c for c in parse(uniform).chunks]
     assert np.array_equal(np.asarray(codec.decompress(adaptive, model=tiny_model)),
                           np.asarray(codec.decompress(uniform, model=tiny_model)))
+
+
+def test_psnr_models_code_iterations_adaptively_by_default(rgb: np.ndarray, tiny_model: str,
+                                                          psnr_model: str) -> None:
+    """On for a PSNR model coding a number of iterations (one encode, blocks stopping at
+    40 dB); off for targets, whose threshold searches take several encodes, and for MS-SSIM
+    models."""
+    def version(**kw: Any) -> int:
+        return codec.compress(rgb, postfilter=False, **kw)[4]
+
+    assert version(iterations=2, model=psnr_model) == 4
+    assert version(model=psnr_model) == 4
+    assert codec.compress(rgb, iterations=2, model=psnr_model) == codec.compress(
+        rgb, iterations=2, model=psnr_model, adaptive=True)
+    assert version(iterations=2, model=psnr_model, adaptive=False) == 1
+    assert version(psnr=1.0, model=psnr_model) == 1
+    assert version(bpp=0.2, model=psnr_model) == 1
+    assert version(ms_ssim=0.5, model=psnr_model) == 1
+    assert version(psnr=1.0, model=psnr_model, adaptive=True) == 4
+    assert version(iterations=2, model=tiny_model) == 1
+    assert version(iterations=2, model=tiny_model, adaptive=True) == 4
 
 
 def test_adaptive_psnr_target_stops_blocks_at_the_target(rgb: np.ndarray,

@@ -179,19 +179,20 @@ def _chosen_model(model: str | None, tune: str | None) -> str:
                    "codes would; it applies when all iterations are decoded. Default: on for "
                    "models tuned for PSNR (a quick fit), off for MS-SSIM ones (a slow fit for "
                    "a small gain).")
-@click.option("--adaptive", is_flag=True,
+@click.option("--adaptive/--no-adaptive", default=None,
               help="Spatially adaptive rates: each 16×16 block stops receiving codes once its "
                    "PSNR reaches a threshold (a format-4 file). The threshold is --psnr's "
                    "(raised when the image then misses it); --bpp and --ms-ssim bisect for "
                    "theirs; searches take up to 5 encodes (5× the time). Else 40 dB. Saves "
-                   "most at PSNR targets.")
+                   "most at PSNR targets. Default: on for models tuned for PSNR when coding "
+                   "-n iterations (40 dB, one encode), else off.")
 @pixels_opt
 @force_opt
 @quiet_opt
 def compress(inputs: tuple[str, ...], output: str | None, iterations: int | None,
              bpp: float | None, ms_ssim: float | None, psnr: float | None, model: str | None,
              tune: str | None, coder: str, tile: int | None, effort: int, postfilter: bool | None,
-             adaptive: bool, max_pixels: int, force: bool, quiet: bool) -> None:
+             adaptive: bool | None, max_pixels: int, force: bool, quiet: bool) -> None:
     """Compress images (PNG, JPEG, ...; - for stdin) to .rnnc files."""
     total = iterations or (None if bpp or ms_ssim or psnr else DEFAULT_ITERATIONS)
     chosen = _run(lambda: _chosen_model(model, tune))

@@ -48,7 +48,7 @@ Arrival = Callable[[bytes, np.ndarray], None]
 def compress(image: ImageSource, *, iterations: int | None = None, bpp: float | None = None,
              ms_ssim: float | None = None, psnr: float | None = None,
              model: str = DEFAULT_MODEL, coder: str = AUTO, tile: int | None = None,
-             effort: int = 0, postfilter: bool | None = None, adaptive: bool = False,
+             effort: int = 0, postfilter: bool | None = None, adaptive: bool | None = None,
              max_pixels: int = MAX_PIXELS, progress: Progress | None = None,
              on_iteration: Arrival | None = None) -> bytes:
     """Compress an image (PIL image, array, path or encoded bytes) to .rnnc bytes.
@@ -91,7 +91,10 @@ def compress(image: ImageSource, *, iterations: int | None = None, bpp: float | 
     encoding time; ``progress`` and ``on_iteration`` follow the first, and when another file
     is returned, ``on_iteration`` starts over with its iterations, from a decode). With
     ``iterations`` (or none) it is ``adaptive.DEFAULT_STOP_DB``. Adaptive rates save most at
-    PSNR targets: the stopping rule is a PSNR one.
+    PSNR targets: the stopping rule is a PSNR one. None (default): on for models tuned for
+    PSNR when coding a number of iterations (one encode, blocks stopping at
+    ``DEFAULT_STOP_DB``, which costs no time and saves bits in PSNR and MS-SSIM alike), off
+    for targets (whose searches take several encodes) and for MS-SSIM models.
 
     ``on_iteration``: called after each iteration the file keeps, with the file cut there and
     its decoded pixels, so that a viewer can show the image as it is coded (tiled images: once
@@ -106,7 +109,7 @@ def compress(image: ImageSource, *, iterations: int | None = None, bpp: float | 
 def encode(image: ImageSource, *, iterations: int | None = None, bpp: float | None = None,
            ms_ssim: float | None = None, psnr: float | None = None,
            model: str = DEFAULT_MODEL, coder: str = AUTO, tile: int | None = None,
-           effort: int = 0, postfilter: bool | None = None, adaptive: bool = False,
+           effort: int = 0, postfilter: bool | None = None, adaptive: bool | None = None,
            max_pixels: int = MAX_PIXELS, progress: Progress | None = None,
            on_iteration: Arrival | None = None) -> Encoded:
     """``compress``, also saying what a quality target reached: the file may fall short of
@@ -123,6 +126,8 @@ def encode(image: ImageSource, *, iterations: int | None = None, bpp: float | No
     tile = choose_tile(tile, width, height, SEARCH_TILE_PIXELS if effort else AUTO_TILE_PIXELS)
     loaded = load_model(model)
     postfilter = loaded.tune == "psnr" if postfilter is None else postfilter
+    if adaptive is None:
+        adaptive = loaded.tune == "psnr" and target.bpp is None and not target.measures_quality
     coder = resolve(coder)
     bit_coder = make_coder(coder, loaded.tables)
     header = Header(width, height, gray, CODER_NAMES[coder], loaded.name, loaded.digest, tile,
