@@ -93,8 +93,8 @@ def compress(image: ImageSource, *, iterations: int | None = None, bpp: float | 
     ``iterations`` (or none) it is ``adaptive.DEFAULT_STOP_DB``. Adaptive rates save most at
     PSNR targets: the stopping rule is a PSNR one. None (default): on for models tuned for
     PSNR when coding a number of iterations (one encode, blocks stopping at
-    ``DEFAULT_STOP_DB``, which costs no time and saves bits in PSNR and MS-SSIM alike), off
-    for targets (whose searches take several encodes) and for MS-SSIM models.
+    ``DEFAULT_STOP_DB``), off for targets (whose searches take several encodes) and for
+    MS-SSIM models.
 
     ``on_iteration``: called after each iteration the file keeps, with the file cut there and
     its decoded pixels, so that a viewer can show the image as it is coded (tiled images: once
