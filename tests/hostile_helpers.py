@@ -94,12 +94,13 @@ def hostile_seeds(tmp_path_factory: pytest.TempPathFactory) -> Seeds:
     other = write_tiny(folder / "other.safetensors", "tiny-other", seed=1, cell="gru",
                        framework="additive")
     image = gradient(20, 36, seed=5)  # 2×3 blocks of 16×16
-    files = {name: codec.compress(image, iterations=3, model=model, coder=name)
+    uniform = {"model": model, "adaptive": False}  # version-4 files have their own seeds
+    files = {name: codec.compress(image, iterations=3, coder=name, **uniform)
              for name in CODER_NAMES}
-    files["context-tiled"] = codec.compress(gradient(20, 80, seed=7), iterations=2, model=model,
-                                            coder="context", tile=64)  # 2 tiles, version 2
+    files["context-tiled"] = codec.compress(gradient(20, 80, seed=7), iterations=2,
+                                            coder="context", tile=64, **uniform)  # version 2
     files["context-gray"] = codec.compress(gradient(17, 16, seed=6, channels=0), iterations=2,
-                                           model=model, coder="context")
+                                           coder="context", **uniform)
     return Seeds(model, other, files, image)
 
 

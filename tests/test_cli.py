@@ -664,15 +664,17 @@ def test_compress_adaptive_info_truncate(png: Path, rgb: np.ndarray, tiny_model:
     assert np.array_equal(np.asarray(Image.open(tmp_path / "short.png")),
                           np.asarray(codec.decompress(short.read_bytes(), model=tiny_model)))
     uniform = tmp_path / "uniform.rnnc"
-    ok("compress", png, "-n", 2, "--model", tiny_model, "-o", uniform)
+    ok("compress", png, "-n", 2, "--no-adaptive", "--model", tiny_model, "-o", uniform)
     assert "active" not in ok("info", uniform).stdout
 
 
-def test_compress_adaptive_default_follows_the_models_tune(png: Path, psnr_model: str,
-                                                           tiny_model: str,
-                                                           tmp_path: Path) -> None:
+def test_compress_is_adaptive_by_default_for_every_tune(png: Path, psnr_model: str,
+                                                        tiny_model: str, tmp_path: Path) -> None:
     for model, flags, version in ((psnr_model, [], 4), (psnr_model, ["--no-adaptive"], 1),
-                                  (tiny_model, [], 1), (tiny_model, ["--adaptive"], 4)):
+                                  (tiny_model, [], 4), (tiny_model, ["--no-adaptive"], 1),
+                                  (tiny_model, ["--bpp", 0.5], 1),
+                                  (tiny_model, ["--bpp", 0.5, "--adaptive"], 4)):
+        rate = [] if "--bpp" in flags else ["-n", 2]
         out = tmp_path / "out.rnnc"
-        ok("compress", png, "-n", 2, "--no-filter", "--model", model, *flags, "-o", out, "-f")
+        ok("compress", png, *rate, "--no-filter", "--model", model, *flags, "-o", out, "-f")
         assert out.read_bytes()[4] == version, (model, flags)

@@ -44,13 +44,15 @@ def _chunk_bytes(height: int, width: int) -> int:
 @pytest.mark.parametrize("h, w", [(1, 1), (17, 33), (4000, 8), (8, 4000), (40, 56)])
 def test_odd_sizes_round_trip(h: int, w: int, tiny_model: str) -> None:
     a = gradient_image(h, w, seed=h * w)
-    raw = codec.compress(a, iterations=2, model=tiny_model, coder="raw", postfilter=False)
+    raw = codec.compress(a, iterations=2, model=tiny_model, coder="raw", postfilter=False,
+                         adaptive=False)
     assert len(raw) == parse(raw).header_size + 2 * _chunk_bytes(h, w)
     decoded = np.asarray(codec.decompress(raw, model=tiny_model))
     sizes = {}
     for coder in CODERS:
         data = raw if coder == "raw" else codec.compress(a, iterations=2, model=tiny_model,
-                                                          coder=coder, postfilter=False)
+                                                          coder=coder, postfilter=False,
+                                                          adaptive=False)
         img = codec.decompress(data, model=tiny_model)
         assert img.size == (w, h) and img.mode == "RGB"
         assert np.array_equal(np.asarray(img), decoded)  # the coder is lossless
@@ -255,7 +257,8 @@ def test_encoder_and_decoder_agree_bit_for_bit(size: tuple[int, int], make_image
 def test_fixed_iterations_and_default(rgb: np.ndarray, tiny_model: str) -> None:
     per_chunk = _chunk_bytes(*rgb.shape[:2])
     for n in (1, 5):
-        data = codec.compress(rgb, iterations=n, model=tiny_model, coder="raw", postfilter=False)
+        data = codec.compress(rgb, iterations=n, model=tiny_model, coder="raw", postfilter=False,
+                              adaptive=False)
         i = codec.info(data)
         assert i.iterations == n
         header = parse(data).header_size
@@ -276,7 +279,7 @@ def test_bpp_target_is_the_most_iterations_within_budget(bpp: float, coder: str,
     assert len(data) * 8 <= bpp * pixels or n == 1
     assert n > 1 or bpp < 1  # the larger budgets do hold several iterations
     longer = codec.compress(rgb, iterations=n + 1, model=tiny_model, coder=coder,
-                            postfilter=False)
+                            postfilter=False, adaptive=False)
     assert len(longer) * 8 > bpp * pixels  # one more iteration would exceed it
     assert longer.startswith(data)  # embedded: the bpp file is a prefix of the longer one
 
@@ -635,31 +638,31 @@ def test_an_adaptive_file_without_stops_is_the_uniform_one_plus_empty_maps(
     """Nothing stops at 40 dB (-n's threshold) under the tiny model: each chunk is the uniform
     file's payload after a zero map length, and the pixels are the same."""
     adaptive = codec.compress(rgb, iterations=3, adaptive=True, model=tiny_model)
-    uniform = codec.compress(rgb, iterations=3, model=tiny_model)
+    uniform = codec.compress(rgb, iterations=3, adaptive=False, model=tiny_model)
     assert parse(adaptive).chunks == [bytes(4) + c for c in parse(uniform).chunks]
     assert np.array_equal(np.asarray(codec.decompress(adaptive, model=tiny_model)),
                           np.asarray(codec.decompress(uniform, model=tiny_model)))
 
 
-def test_psnr_models_code_iterations_adaptively_by_default(rgb: np.ndarray, tiny_model: str,
-                                                          psnr_model: str) -> None:
-    """On for a PSNR model coding a number of iterations (one encode, blocks stopping at
-    40 dB); off for targets, whose threshold searches take several encodes, and for MS-SSIM
-    models."""
-    def version(**kw: Any) -> int:
-        return codec.compress(rgb, postfilter=False, **kw)[4]
+@pytest.mark.parametrize("tune", ["ms-ssim", "psnr"])
+def test_iterations_are_coded_adaptively_by_default(tune: str, rgb: np.ndarray, tiny_model: str,
+                                                    psnr_model: str) -> None:
+    """On for every model coding a number of iterations (one encode, blocks stopping at
+    40 dB); off for targets, whose threshold searches take several encodes."""
+    model = psnr_model if tune == "psnr" else tiny_model
 
-    assert version(iterations=2, model=psnr_model) == 4
-    assert version(model=psnr_model) == 4
-    assert codec.compress(rgb, iterations=2, model=psnr_model) == codec.compress(
-        rgb, iterations=2, model=psnr_model, adaptive=True)
-    assert version(iterations=2, model=psnr_model, adaptive=False) == 1
-    assert version(psnr=1.0, model=psnr_model) == 1
-    assert version(bpp=0.2, model=psnr_model) == 1
-    assert version(ms_ssim=0.5, model=psnr_model) == 1
-    assert version(psnr=1.0, model=psnr_model, adaptive=True) == 4
-    assert version(iterations=2, model=tiny_model) == 1
-    assert version(iterations=2, model=tiny_model, adaptive=True) == 4
+    def version(**kw: Any) -> int:
+        return codec.compress(rgb, postfilter=False, model=model, **kw)[4]
+
+    assert version(iterations=2) == 4
+    assert version() == 4
+    assert codec.compress(rgb, iterations=2, model=model) == codec.compress(
+        rgb, iterations=2, model=model, adaptive=True)
+    assert version(iterations=2, adaptive=False) == 1
+    assert version(psnr=1.0) == 1
+    assert version(bpp=0.2) == 1
+    assert version(ms_ssim=0.5) == 1
+    assert version(psnr=1.0, adaptive=True) == 4
 
 
 def test_adaptive_psnr_target_stops_blocks_at_the_target(rgb: np.ndarray,

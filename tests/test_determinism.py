@@ -122,7 +122,7 @@ def test_one_thread_and_two_threads_agree(threads: int, hostile_seeds: Seeds, wi
             for coder in coders[label]:
                 path = tmp_path / f"{label}-{coder}.rnnc"
                 path.write_bytes(codec.compress(image, iterations=ITERATIONS, model=model,
-                                                coder=coder))
+                                                coder=coder, adaptive=False))
                 files[f"{label}/{coder}"] = str(path)
         here = fingerprints(models, coders, image, files, str(tmp_path / "here.npz"))
     finally:

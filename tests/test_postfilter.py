@@ -166,8 +166,10 @@ def always_kept(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_filtered_file(big: np.ndarray, tiny_model: str, always_kept: None) -> None:
-    plain = codec.compress(big, iterations=4, model=tiny_model, postfilter=False)
-    data = codec.compress(big, iterations=4, model=tiny_model, postfilter=True)
+    plain = codec.compress(big, iterations=4, model=tiny_model, postfilter=False,
+                           adaptive=False)
+    data = codec.compress(big, iterations=4, model=tiny_model, postfilter=True,
+                          adaptive=False)
     assert data[4] == 3 and plain[4] == 1  # version 3 only for a filter
     c = parse(data)
     assert c.chunks == parse(plain).chunks and c.filter is not None
@@ -205,7 +207,8 @@ def test_file_cut_before_the_filter_is_the_unfiltered_image(big: np.ndarray, tin
 
 
 def test_filter_chunk_errors(big: np.ndarray, tiny_model: str, always_kept: None) -> None:
-    data = codec.compress(big, iterations=2, model=tiny_model, postfilter=True)
+    data = codec.compress(big, iterations=2, model=tiny_model, postfilter=True,
+                          adaptive=False)
     bad = bytearray(data)
     bad[-6] ^= 1  # inside the filter's payload
     with pytest.raises(FormatError, match="checksum mismatch in the filter chunk"):
@@ -261,10 +264,12 @@ def test_filter_not_worth_it_leaves_the_file_as_it_was(big: np.ndarray, tiny_mod
 def test_tiled_and_gray_images_get_filters(make_image, tiny_model: str,
                                            always_kept: None) -> None:
     a = make_image(filters.MIN_SIDE + 10, 170, seed=5)
-    data = codec.compress(a, iterations=2, model=tiny_model, tile=64, postfilter=True)
+    data = codec.compress(a, iterations=2, model=tiny_model, tile=64, postfilter=True,
+                          adaptive=False)
     c = parse(data)
     assert c.header.tile == 64 and c.filter is not None and data[4] == 3
-    plain = codec.compress(a, iterations=2, model=tiny_model, tile=64, postfilter=False)
+    plain = codec.compress(a, iterations=2, model=tiny_model, tile=64, postfilter=False,
+                           adaptive=False)
     assert np.array_equal(np.asarray(codec.decompress(data, model=tiny_model)), filters.apply(
         filters.Filter.unpack(c.filter), np.asarray(codec.decompress(plain, model=tiny_model))))
     gray = make_image(filters.MIN_SIDE, 164, channels=0, seed=6)
@@ -328,7 +333,7 @@ def test_cli_filter_switch(big: np.ndarray, tiny_model: str, tmp_path, always_ke
     for flags, version in ((["--filter"], 3), (["--no-filter"], 1), ([], 1)):  # off by default
         out = tmp_path / f"{''.join(flags) or 'default'}.rnnc"
         r = runner.invoke(main, ["compress", str(src), "-o", str(out), "-n", "2", "--model",
-                                 tiny_model, *flags, "--quiet"])
+                                 tiny_model, *flags, "--no-adaptive", "--quiet"])
         assert r.exit_code == 0, r.output
         assert out.read_bytes()[4] == version
         shown = runner.invoke(main, ["info", str(out)])

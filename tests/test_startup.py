@@ -1,6 +1,6 @@
 """Fast start: the commands that need no networks (``--help``, ``info``, ``truncate``,
-``models``) import neither torch nor numpy, and the torch-free names they use agree with the
-modules they stand for."""
+``models``) import neither torch nor numpy (numpy only to read an adaptive file's block maps),
+and the torch-free names they use agree with the modules they stand for."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hostile_helpers import cli_env
 
@@ -47,6 +48,22 @@ def small_file(rnnc: bytes, tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("startup") / "a.rnnc"
     path.write_bytes(rnnc)
     return path
+
+
+@pytest.fixture(scope="module")
+def adaptive_file(rgb: np.ndarray, tiny_model: str, small_file: Path) -> Path:
+    path = small_file.parent / "adaptive.rnnc"
+    path.write_bytes(codec.compress(rgb, iterations=3, adaptive=True, model=tiny_model))
+    return path
+
+
+@pytest.mark.parametrize("args", [["info", "{file}"], ["info", "--json", "{file}"],
+                                  ["truncate", "{file}", "-n", "2", "-o", "cut-a.rnnc"]])
+def test_adaptive_files_are_read_without_torch(args: list[str], adaptive_file: Path) -> None:
+    """Their block maps are range coded (numpy and constriction); the networks stay unloaded."""
+    heavy, out, code = _probe([a.format(file=adaptive_file) for a in args], adaptive_file.parent)
+    assert code == 0
+    assert heavy == "numpy", f"{' '.join(args)} imported {heavy}"
 
 
 @pytest.mark.parametrize("args", [["--help"], ["compress", "--help"], ["models"],

@@ -124,7 +124,7 @@ def test_progressive_decoding_of_a_large_tiled_file_in_bounded_memory(
 @pytest.mark.parametrize("h, w, channels", [(150, 200, 3), (97, 131, 3), (150, 200, 0)])
 def test_tiled_round_trip(h: int, w: int, channels: int, tiny_model: str) -> None:
     a = gradient_image(h, w, channels=channels, seed=h + w)
-    data = codec.compress(a, iterations=3, model=tiny_model, tile=64)
+    data = codec.compress(a, iterations=3, model=tiny_model, tile=64, adaptive=False)
     header = parse(data).header
     assert header.tile == 64 and data[4] == 2
     steps = list(codec.decode_iterations(data, model=tiny_model))
@@ -180,15 +180,17 @@ def test_tiles_encode_in_waves_to_the_same_codes_on_any_number_of_workers(
 
 def test_untiled_files_are_unchanged(rgb: np.ndarray, tiny_model: str) -> None:
     """tile=0 and a tile side that gives one tile write the plain version-1 file."""
-    plain = codec.compress(rgb, iterations=2, model=tiny_model)
+    uniform = {"iterations": 2, "model": tiny_model, "adaptive": False}
+    plain = codec.compress(rgb, **uniform)
     assert plain[4] == 1 and parse(plain).header.tile == 0
-    assert codec.compress(rgb, iterations=2, model=tiny_model, tile=0) == plain
-    assert codec.compress(rgb, iterations=2, model=tiny_model, tile=64) == plain  # 40×56
+    assert codec.compress(rgb, tile=0, **uniform) == plain
+    assert codec.compress(rgb, tile=64, **uniform) == plain  # 40×56
 
 
 def test_tiled_rate_and_quality_targets(tiny_model: str) -> None:
     a = gradient_image(150, 200, seed=5)
-    full = codec.compress(a, iterations=16, model=tiny_model, tile=64, coder="context")
+    full = codec.compress(a, iterations=16, model=tiny_model, tile=64, coder="context",
+                          adaptive=False)  # the targets' files are uniform
     bpp = codec.info(full).bpp_per_iteration
     budget = (bpp[2] + bpp[3]) / 2
     assert codec.compress(a, bpp=budget, model=tiny_model, tile=64, coder="context") == \

@@ -184,8 +184,8 @@ def _chosen_model(model: str | None, tune: str | None) -> str:
                    "PSNR reaches a threshold (a format-4 file). The threshold is --psnr's "
                    "(raised when the image then misses it); --bpp and --ms-ssim bisect for "
                    "theirs; searches take up to 5 encodes (5× the time). Else 40 dB. Saves "
-                   "most at PSNR targets. Default: on for models tuned for PSNR when coding "
-                   "-n iterations (40 dB, one encode), else off.")
+                   "most at PSNR targets. Default: on when coding -n iterations (40 dB, one "
+                   "encode), off for targets.")
 @pixels_opt
 @force_opt
 @quiet_opt

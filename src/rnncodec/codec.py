@@ -91,10 +91,10 @@ def compress(image: ImageSource, *, iterations: int | None = None, bpp: float | 
     encoding time; ``progress`` and ``on_iteration`` follow the first, and when another file
     is returned, ``on_iteration`` starts over with its iterations, from a decode). With
     ``iterations`` (or none) it is ``adaptive.DEFAULT_STOP_DB``. Adaptive rates save most at
-    PSNR targets: the stopping rule is a PSNR one. None (default): on for models tuned for
-    PSNR when coding a number of iterations (one encode, blocks stopping at
-    ``DEFAULT_STOP_DB``), off for targets (whose searches take several encodes) and for
-    MS-SSIM models.
+    PSNR targets: the stopping rule is a PSNR one. None (default): on when coding a number of
+    iterations (one encode, blocks stopping at ``DEFAULT_STOP_DB``; for models of either tune,
+    whose files get smaller at equal PSNR and MS-SSIM), off for targets (whose searches take
+    several encodes).
 
     ``on_iteration``: called after each iteration the file keeps, with the file cut there and
     its decoded pixels, so that a viewer can show the image as it is coded (tiled images: once
@@ -127,7 +127,7 @@ def encode(image: ImageSource, *, iterations: int | None = None, bpp: float | No
     loaded = load_model(model)
     postfilter = loaded.tune == "psnr" if postfilter is None else postfilter
     if adaptive is None:
-        adaptive = loaded.tune == "psnr" and target.bpp is None and not target.measures_quality
+        adaptive = target.bpp is None and not target.measures_quality
     coder = resolve(coder)
     bit_coder = make_coder(coder, loaded.tables)
     header = Header(width, height, gray, CODER_NAMES[coder], loaded.name, loaded.digest, tile,
