@@ -835,6 +835,64 @@ def test_browser_first_iteration_of_a_kodak_sized_image_arrives_early(
     assert seconds < FIRST_ITERATION_S * LENIENCY
 
 
+@pytest.fixture()
+def stopping(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blocks stop at 14 dB, which the tiny model's first iteration reaches in some blocks."""
+    monkeypatch.setattr("rnncodec.codec.DEFAULT_STOP_DB", 14.0)
+
+
+def test_steps_of_adaptive_files_show_the_blocks_they_coded(client: TestClient, tiny_model: str,
+                                                             stopping: None) -> None:
+    image = sample_image(96, 64)
+    body = encode(client, png(image), target="iterations", value="3").json()
+    data = compress(image, iterations=3, model=tiny_model)
+    assert client.get(f"/api/results/{body['id']}/steps/3/rnnc").content == data
+    active = info(data).active_per_iteration
+    assert active is not None and active[-1] < 1
+    assert [s["rnnc"]["blocks_coded"] for s in body["steps"]] == pytest.approx(active)
+    for k in (1, 3):
+        r = client.get(f"/api/results/{body['id']}/steps/{k}/blocks")
+        assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+        shade = np.asarray(Image.open(io.BytesIO(r.content)))
+        assert shade.shape == (64, 96, 4)
+        stopped = shade[..., 3] > 0  # whole 16×16 blocks; 96×64 is 6×4 of them
+        blocks = stopped.reshape(4, 16, 6, 16).any(axis=(1, 3))
+        assert np.array_equal(stopped, blocks.repeat(16, 0).repeat(16, 1))
+        assert 1 - blocks.mean() == pytest.approx(active[k - 1])
+
+
+def test_uniform_files_have_no_block_shade(client: TestClient) -> None:
+    body = encode(client, png(sample_image(96, 64)), target="bpp", value="0.5").json()
+    assert all(s["rnnc"]["blocks_coded"] is None for s in body["steps"])
+    r = client.get(f"/api/results/{body['id']}/steps/1/blocks")
+    assert r.status_code == 404 and "every block" in r.json()["detail"]
+
+
+def test_browser_shades_the_blocks_that_stopped(page: Any, tmp_path: Path,
+                                                stopping: None) -> None:
+    from playwright.sync_api import expect
+
+    photo = tmp_path / "photo.png"
+    sample_image(96, 64).save(photo)
+    page.set_input_files("#file", photo)
+    page.fill("#value", "3")
+    page.click("#compress")
+    wait_done(page)
+    expect(page.locator("#cap-rnnc")).to_contain_text("% of blocks coded")
+    shares = page.locator("#steps tbody tr td:nth-child(4)").all_inner_texts()
+    assert len(shares) == 3 and shares[0] == "100%" and all(t.endswith("%") for t in shares)
+    expect(page.locator("#blocks-toggle")).to_be_visible()
+    expect(page.locator("#blocks-rnnc")).to_be_hidden()
+    page.check("#show-blocks")
+    rid = page.get_attribute("#download-rnnc", "href").split("/")[2]
+    shade = page.locator("#blocks-rnnc")
+    expect(shade).to_have_attribute("src", f"api/results/{rid}/steps/3/blocks")
+    expect(shade).to_be_visible()
+    page.wait_for_function("document.getElementById('blocks-rnnc').naturalWidth === 96")
+    assert shade.bounding_box() == page.locator("#img-rnnc").bounding_box()  # laid right over it
+    shot(page.locator(".frame").nth(1), "blocks-shade")
+
+
 def test_decode_takes_adaptive_files_and_their_cuts(client: TestClient, tiny_model: str,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("rnncodec.ratecontrol.SEARCH_TRIALS", 1)  # blocks stop at the target itself

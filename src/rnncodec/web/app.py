@@ -48,7 +48,7 @@ FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")  # what the sniffer acce
 FORM_OVERHEAD = 64 * 1024  # multipart boundaries, part headers and the small form fields
 POLL_S = 0.05  # how often an event stream looks for news
 GRACE_S = 3  # how long `serve` lets open streams finish when stopped
-Kind = Literal["png", "rnnc", "jpeg", "webp", "avif", "jxl"]
+Kind = Literal["png", "rnnc", "blocks", "jpeg", "webp", "avif", "jxl"]
 TargetKind = Literal["iterations", "bpp", "ms_ssim", "psnr"]
 log = logging.getLogger("rnncodec.web")
 
@@ -363,8 +363,9 @@ def create_app(model: str = DEFAULT_MODEL, limits: Limits | None = None,
                   as_png: Annotated[bool, Query(alias="png")] = False,
                   rate: Annotated[int | None, Query(ge=64, le=1 << 30)] = None,
                   ) -> Response | StreamingResponse:
-        """One step as the page shows it (``png``: the rnncodec reconstruction; a peer's file,
-        or with ``png=1`` that file decoded), or as a download; ``rate`` trickles an .rnnc."""
+        """One step as the page shows it (``png``: the rnncodec reconstruction; ``blocks``: the
+        shade over the blocks its iteration left uncoded; a peer's file, or with ``png=1`` that
+        file decoded), or as a download; ``rate`` trickles an .rnnc."""
         result = uploads.get(rid)
         if not 1 <= step <= len(result.steps):
             so_far = f"1 to {len(result.steps)}" if result.steps else "none yet"
@@ -376,6 +377,11 @@ def create_app(model: str = DEFAULT_MODEL, limits: Limits | None = None,
                                          media_type="application/octet-stream",
                                          headers={"Content-Length": str(len(data))})
             return _attachment(data, "application/octet-stream", f"rnncodec-{step}it.rnnc")
+        if kind == "blocks":
+            shade = result.blocks_png(step)
+            if shade is None:
+                raise HTTPException(404, "this file codes every block at every iteration")
+            return Response(shade, media_type="image/png")
         if kind == "png":
             data, media_type = result.steps[step - 1].rnnc.data, "image/png"
         else:

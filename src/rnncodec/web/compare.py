@@ -2,7 +2,8 @@
 
 The image is encoded once (at most ``MAX_STEPS`` iterations). After each iteration the file cut
 there and its decoded pixels (``compress``'s closed loop: exactly what a decoder makes of that
-cut) become a step, published at once, so the page can show it before the next is coded. Then
+cut) become a step, published at once, so the page can show it before the next is coded; for an
+adaptive file the step also holds which 16×16 blocks its iteration coded (the block map). Then
 each step's size is matched by JPEG, WebP, AVIF and JPEG XL (the evaluation's adapters,
 ``evaluate.codecs``): the highest quality whose file is no larger than the .rnnc file cut there.
 """
@@ -20,7 +21,10 @@ import numpy as np
 from PIL import Image
 
 from ..codec import Target, compress, truncate
+from ..defaults import BLOCK
 from ..evaluate.codecs import CodecUnavailable, OneShotCodec, classic_codec
+from ..files import coded_blocks
+from ..format import parse
 from ..images import to_image
 from ..metrics import ms_ssim, psnr
 
@@ -33,6 +37,7 @@ QUICKER = {"avif": {"speed": 8}}
 MEDIA_TYPES = {"jpeg": "image/jpeg", "webp": "image/webp", "avif": "image/avif",
                "jxl": "image/jxl"}
 BROWSERS_SHOW = {"jpeg", "webp", "avif"}  # the others are sent as PNG for display
+STOPPED_SHADE = (0, 0, 0, 140)  # RGBA laid over the blocks an iteration did not code
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,7 @@ class Step:
     rnnc: Coded
     # filled once matched: None where even the lowest quality is larger than the .rnnc file
     peers: dict[str, Coded | None]
+    blocks: np.ndarray | None = None  # adaptive files: the blocks this iteration coded
 
 
 class Result:
@@ -143,9 +149,10 @@ class Result:
             self._publish({"event": "running"})
 
     def add_step(self, file: bytes, coded: Coded) -> None:
+        *_, (blocks, _) = coded_blocks(parse(file))
         with self._lock:
             self.rnnc = file
-            self.steps.append(Step(coded, {}))
+            self.steps.append(Step(coded, {}, blocks))
             self._publish({"event": "step", "step": self._step_summary(len(self.steps))})
 
     def add_peers(self, step: int, rnnc: Coded, coded: dict[str, Coded | None]) -> None:
@@ -154,7 +161,7 @@ class Result:
             self.steps[step - 1].rnnc = rnnc
             self.steps[step - 1].peers.update(coded)
             self._publish({"event": "peers", "iteration": step,
-                           "rnnc": rnnc.summary(self.pixels)} | {
+                           "rnnc": self._rnnc_summary(step)} | {
                 name: c.summary(self.pixels) if c else None for name, c in coded.items()})
 
     def finish(self) -> None:
@@ -172,9 +179,25 @@ class Result:
     def file_at(self, step: int) -> bytes:
         return truncate(self.rnnc, iterations=step)
 
+    def blocks_png(self, step: int) -> bytes | None:
+        """The image's size, transparent where the step's iteration coded its blocks and shaded
+        where they had stopped; None for a uniform file."""
+        blocks = self.steps[step - 1].blocks
+        if blocks is None:
+            return None
+        full = blocks.repeat(BLOCK, 0).repeat(BLOCK, 1)[:self.height, :self.width]
+        rgba = np.zeros((*full.shape, 4), np.uint8)
+        rgba[~full] = STOPPED_SHADE
+        return png(Image.fromarray(rgba, "RGBA"))
+
+    def _rnnc_summary(self, step: int) -> dict[str, float | int | None]:
+        s = self.steps[step - 1]
+        return s.rnnc.summary(self.pixels) | {
+            "blocks_coded": None if s.blocks is None else float(s.blocks.mean())}
+
     def _step_summary(self, step: int) -> dict[str, object]:
         s = self.steps[step - 1]
-        return {"iteration": step, "rnnc": s.rnnc.summary(self.pixels)} | {
+        return {"iteration": step, "rnnc": self._rnnc_summary(step)} | {
             name: c.summary(self.pixels) if c else None for name, c in s.peers.items()}
 
     def summary(self) -> dict[str, object]:

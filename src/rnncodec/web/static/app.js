@@ -27,6 +27,7 @@ const fmt = {
   bpp: (x) => x.toFixed(3),
   psnr: (x) => (x === null ? "∞" : `${x.toFixed(2)} dB`),
   ssim: (x) => (x === null ? "…" : x.toFixed(4)),
+  share: (step) => (adaptive(step) ? `${Math.round(step.rnnc.blocks_coded * 100)}%` : "all"),
 };
 
 // --- errors and status ------------------------------------------------------------------------
@@ -210,8 +211,20 @@ function caption(kind, step) {
   if (state === "too-small") return `${name}: even its lowest quality is larger than ${fmt.bytes(step.rnnc.bytes)}`;
   const c = step[kind];
   const setting = kind === "rnnc" ? `${step.iteration} iteration${step.iteration > 1 ? "s" : ""}` : `quality ${c.quality}`;
-  return `${name} · ${setting} · ${fmt.bytes(c.bytes)} · ${fmt.bpp(c.bpp)} bpp<br>`
+  const blocks = kind === "rnnc" && adaptive(step) ? ` · ${fmt.share(step)} of blocks coded` : "";
+  return `${name} · ${setting} · ${fmt.bytes(c.bytes)} · ${fmt.bpp(c.bpp)} bpp${blocks}<br>`
     + `PSNR ${fmt.psnr(c.psnr)} · MS-SSIM ${fmt.ssim(c.ms_ssim)}`;
+}
+
+function adaptive(step) {  // whether the file's blocks stop (its steps carry the share coded)
+  return typeof step.rnnc.blocks_coded === "number";
+}
+
+function showBlocks(step) {  // the shade over the blocks this iteration left uncoded
+  const shade = $("blocks-rnnc");
+  $("blocks-toggle").hidden = !(step && adaptive(step));
+  shade.hidden = $("blocks-toggle").hidden || !$("show-blocks").checked;
+  if (!shade.hidden) setSrc(shade, `api/results/${result.id}/steps/${step.iteration}/blocks`);
 }
 
 function currentStep() {
@@ -237,6 +250,7 @@ function showStep() {
     for (const row of $("steps").tBodies[0].rows) row.classList.toggle("current", row.dataset.step === String(step.iteration));
   }
   for (const b of ["watch", "play"]) $(b).disabled = !step;
+  showBlocks(step);
   showSplit();
 }
 
@@ -250,9 +264,9 @@ function peerColumns() {
 
 function buildTable() {
   const peers = peerColumns();
-  $("steps").tHead.innerHTML = `<tr><th rowspan="2">iteration</th><th colspan="4">rnncodec</th>
+  $("steps").tHead.innerHTML = `<tr><th rowspan="2">iteration</th><th colspan="5">rnncodec</th>
     ${peers.map((k) => `<th colspan="3">${NAMES[k]}</th>`).join("")}</tr>
-    <tr><th>bytes</th><th>bpp</th><th>PSNR</th><th>MS-SSIM</th>
+    <tr><th>bytes</th><th>bpp</th><th>blocks coded</th><th>PSNR</th><th>MS-SSIM</th>
     ${peers.map(() => "<th>quality</th><th>PSNR</th><th>MS-SSIM</th>").join("")}</tr>`;
 }
 
@@ -265,7 +279,7 @@ function rowCells(s) {
     return `<td>${c.quality}</td><td>${fmt.psnr(c.psnr)}</td><td>${fmt.ssim(c.ms_ssim)}</td>`;
   };
   return `<td>${s.iteration}</td><td>${fmt.bytes(s.rnnc.bytes)}</td><td>${fmt.bpp(s.rnnc.bpp)}</td>
-    <td>${fmt.psnr(s.rnnc.psnr)}</td><td>${fmt.ssim(s.rnnc.ms_ssim)}</td>${peerColumns().map(cells).join("")}`;
+    <td>${fmt.share(s)}</td><td>${fmt.psnr(s.rnnc.psnr)}</td><td>${fmt.ssim(s.rnnc.ms_ssim)}</td>${peerColumns().map(cells).join("")}`;
 }
 
 function addRow(s) {
@@ -645,6 +659,7 @@ $("step").addEventListener("input", () => {
   showStep();
 });
 $("zoom").addEventListener("change", drawCrops);
+$("show-blocks").addEventListener("change", () => showBlocks(currentStep()));
 $("play").addEventListener("click", togglePlay);
 $("watch").addEventListener("click", watchDownload);
 $("steps").addEventListener("click", (e) => {
