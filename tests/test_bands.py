@@ -172,6 +172,13 @@ def test_banded_steps_are_the_whole_steps_for_a_primed_model(
     assert min(used) == 2  # the first decoder step too, with three times the halo
 
 
+def test_banded_steps_are_the_whole_steps_for_a_model_with_late_networks(
+        tmp_path: Path, thin_bands: None) -> None:
+    net = _model(tmp_path, ModelConfig(width=TINY_WIDTH, late_from=2)).net
+    rgb = gradient_image(600, 1024, seed=7)
+    assert _same(_closed_loop(net, rgb, 3, threads=1), _closed_loop(net, rgb, 3, threads=2))
+
+
 @pytest.mark.parametrize("step", ["encoder", "decoder"])
 def test_a_block_less_halo_changes_the_step(step: str, tmp_path: Path, thin_bands: None,
                                            monkeypatch: pytest.MonkeyPatch) -> None:

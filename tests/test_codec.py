@@ -588,6 +588,32 @@ def test_a_primed_model_decodes_what_its_encoder_reconstructed(models_dir: Path,
     assert np.asarray(codec.decompress(tiled, model=str(path))).shape == rgb.shape
 
 
+def test_a_model_with_late_networks_decodes_what_its_encoder_reconstructed(
+        models_dir: Path, rgb: np.ndarray) -> None:
+    """Both sides count the iterations to pick the networks: the decoder follows the
+    encoder's closed loop, and both the model's own forward pass."""
+    import torch
+    from conftest import TINY_WIDTH
+
+    from rnncodec.engine import iterate_codes
+    from rnncodec.frameworks import ModelConfig, RNNCompressor
+    from rnncodec.images import to_array, to_tensor
+
+    torch.manual_seed(0)  # late networks drawn apart from the early ones
+    net = RNNCompressor(ModelConfig(width=TINY_WIDTH, late_from=2))
+    path = models_dir / "late.safetensors"
+    zoo.save_weights(net, path)
+    model = zoo.load_model(str(path))
+    assert model.net.config == net.config
+    steps = iterate_codes(model, rgb)
+    recons = [to_array(next(steps)[1], *rgb.shape[:2]) for _ in range(3)]
+    data = codec.compress(rgb, iterations=3, model=str(path), tile=0, adaptive=False)
+    np.testing.assert_array_equal(np.asarray(codec.decompress(data, model=str(path))), recons[2])
+    with torch.no_grad():
+        forward = to_array(model.net.float()(to_tensor(rgb), 3, False)[2], *rgb.shape[:2])
+    assert np.abs(forward.astype(int) - recons[2]).max() <= 1
+
+
 # --- adaptive rates (format version 4) --------------------------------------------------------
 
 STOP_DB = 14.0  # where the tiny model's blocks of ``rgb`` part: some stop after iteration 1

@@ -283,10 +283,11 @@ def test_grow_refuses_what_it_cannot_keep(small: ModelConfig, wide: ModelConfig,
 def test_a_plain_config_is_stored_as_before_and_others_round_trip() -> None:
     assert ModelConfig().to_dict() == {"cell": "residual-gru", "framework": "residual-scaling",
                                        "width": 1.0}
-    for changed in (ModelConfig(prime=2), ModelConfig(coarse=1.5)):
+    for changed in (ModelConfig(prime=2), ModelConfig(coarse=1.5), ModelConfig(late_from=9)):
         assert ModelConfig(**changed.to_dict()) == changed
     assert ModelConfig(prime=2).to_dict()["prime"] == 2
     assert ModelConfig(coarse=1.5).to_dict()["coarse"] == 1.5
+    assert ModelConfig(late_from=9).to_dict()["late_from"] == 9
 
 
 @pytest.mark.parametrize("coarse", [0.5, 4.5])
@@ -350,3 +351,27 @@ def test_grow_may_add_priming_to_trained_weights() -> None:
     for k, a in src.state_dict().items():
         assert torch.equal(a, grown[k]), k
     assert sorted(set(grown) - set(src.state_dict())) == [f"prime_gates.{i}" for i in range(4)]
+
+
+def test_late_networks_code_the_iterations_from_late_from_on_and_grow_copies_them() -> None:
+    src = build_tiny().eval()
+    dst = RNNCompressor(ModelConfig(width=TINY_WIDTH, late_from=3)).eval()
+    grow(src, dst)  # the late networks start as copies: the same reconstructions
+    x = _image()
+    with torch.no_grad():
+        for a, b in zip(src(x, 4, False), dst(x, 4, False), strict=True):
+            assert torch.equal(a, b)
+        assert dst.late is not None
+        for p in dst.late.parameters():
+            p.mul_(1.5)
+        changed = dst(x, 4, False)
+    for t, (a, b) in enumerate(zip(src(x, 4, False), changed, strict=True), 1):
+        assert torch.equal(a, b) == (t < 3), t  # iterations 1 and 2 use the early networks
+    with pytest.raises(ValueError, match="only the widths"):
+        grow(dst, RNNCompressor(ModelConfig(width=TINY_WIDTH, late_from=5)))
+
+
+@pytest.mark.parametrize("late_from", [1, 65])
+def test_late_from_outside_its_range_is_refused(late_from: int) -> None:
+    with pytest.raises(ValueError, match="late_from"):
+        ModelConfig(late_from=late_from)

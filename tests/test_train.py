@@ -685,6 +685,25 @@ def test_a_run_from_a_checkpoint_carries_its_adam_moments(photos: Path, tmp_path
         assert all(torch.equal(got["model"][k], saved["model"][k]) for k in old_names)
 
 
+def test_freeze_early_trains_the_late_networks_alone(photos: Path, tmp_path: Path) -> None:
+    """From a plain run's checkpoint the late networks start as copies of the early ones, with
+    their Adam moments; only they move, so the early iterations stay as they were."""
+    train(_config(photos, tmp_path / "a"))
+    first = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
+    out = tmp_path / "late"
+    train(_config(photos, out, steps=2, late_from=2, freeze_early=True, lr=1e-3,
+                  init=str(tmp_path / "a" / "checkpoint.pt")))
+    got = torch.load(out / "checkpoint.pt", weights_only=True)
+    late = [k for k in got["model"] if k.startswith("late.")]
+    assert late and len(got["opt"]["state"]) == len(late)
+    for k, v in first["model"].items():
+        assert torch.equal(got["model"][k], v), k  # the early networks did not move
+    assert any(not torch.equal(got["model"][f"late.{k}"], first["model"][k])
+               for k in first["model"] if f"late.{k}" in got["model"])
+    with pytest.raises(ValueError, match="late_from"):
+        _config(photos, out, freeze_early=True)
+
+
 class _Terminal(io.StringIO):
     def isatty(self) -> bool:
         return True

@@ -152,7 +152,7 @@ def _decode_step(net: RNNCompressor, bits: torch.Tensor, state: CodingState,
     height, width = state.recon.shape[-2:]
     split = bands.plan(net, True, state.dec[0] is None, height, width, threads)
     recon, dec = _banded(step, bits, replace(state, enc=[]), split)  # nor this encoder state
-    return replace(state, recon=recon, dec=dec)
+    return replace(state, recon=recon, dec=dec, iteration=state.iteration + 1)
 
 
 def code_shape(width: int, height: int) -> tuple[int, int, int]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import cast
 
 import torch
 from pytorch_msssim import ms_ssim as pytorch_ms_ssim
@@ -36,6 +37,7 @@ class CodingState:
     recon: Tensor
     enc: list[State | None] = field(default_factory=lambda: [None] * 3)
     dec: list[State | None] = field(default_factory=lambda: [None] * 4)
+    iteration: int = 0  # iterations decoded so far
 
 
 class RNNCompressor(nn.Module):
@@ -47,6 +49,12 @@ class RNNCompressor(nn.Module):
         self.encoder = Encoder(config.cell, config.width, config.coarse)
         self.binarizer = Binarizer(self.encoder.out_channels)
         self.decoder = Decoder(config.cell, config.width, config.coarse)
+        # the late iterations' own networks (ModelConfig.late_from)
+        self.late = nn.ModuleDict({
+            "encoder": Encoder(config.cell, config.width, config.coarse),
+            "binarizer": Binarizer(self.encoder.out_channels),
+            "decoder": Decoder(config.cell, config.width, config.coarse),
+        }) if config.late_from else None
         # a primed model scales the decoder's state after its priming steps by these per-channel
         # gates, zero at first: priming added to trained weights starts from what they do
         hidden = [int(rnn.hidden) for rnn in self.decoder.rnns]  # type: ignore[arg-type]
@@ -64,24 +72,32 @@ class RNNCompressor(nn.Module):
     def _gain(self, state: CodingState) -> Tensor | None:
         return self.gain(state.recon) if self.gain is not None else None
 
+    def networks(self, state: CodingState) -> tuple[Encoder, Binarizer, Decoder]:
+        """The encoder, binarizer and decoder that code the iteration after ``state``."""
+        if self.late is not None and state.iteration + 1 >= self.config.late_from:
+            late = self.late
+            return (cast(Encoder, late["encoder"]), cast(Binarizer, late["binarizer"]),
+                    cast(Decoder, late["decoder"]))
+        return self.encoder, self.binarizer, self.decoder
+
     def _encode(self, image: Tensor, state: CodingState) -> tuple[Tensor, CodingState]:
         residual = image - state.recon
         g = self._gain(state)
         if g is not None:
             residual = residual * g
-        features, enc = self.encoder(residual, state.enc)
+        features, enc = self.networks(state)[0](residual, state.enc)
         return features, replace(state, enc=enc)
 
     def encode_step(self, image: Tensor, state: CodingState,
                     stochastic: bool | None = None) -> tuple[Tensor, CodingState]:
         """Bits for the current residual; ``image`` is N×3×H×W in [-0.5, 0.5], H, W % 16 == 0."""
         features, state = self._encode(image, state)
-        return self.binarizer(features, stochastic), state
+        return self.networks(state)[1](features, stochastic), state
 
     def encode_soft(self, image: Tensor, state: CodingState) -> tuple[Tensor, CodingState]:
         """``encode_step``'s binarizer input in [-1, 1]: its signs are the inference bits."""
         features, state = self._encode(image, state)
-        return self.binarizer.soft(features), state
+        return self.networks(state)[1].soft(features), state
 
     def decode_step(self, bits: Tensor, state: CodingState) -> CodingState:
         """The next reconstruction from this iteration's bits (N×32×H/16×W/16 in {-1, +1}).
@@ -93,13 +109,13 @@ class RNNCompressor(nn.Module):
                 _, dec = self.decoder(bits, dec)
             dec = [None if s is None else tuple(t * g for t in s)
                    for s, g in zip(dec, self.prime_gates, strict=True)]
-        out, dec = self.decoder(bits, dec)
+        out, dec = self.networks(state)[2](bits, dec)
         if self.config.framework == "one-shot":
             recon = out * 0.5
         else:
             g = self._gain(state)
             recon = state.recon + (out if g is None else out / g)
-        return replace(state, recon=recon, dec=dec)
+        return replace(state, recon=recon, dec=dec, iteration=state.iteration + 1)
 
     def forward(self, image: Tensor, iterations: int, stochastic: bool | None = None,
                 stops: Stops | None = None) -> list[Tensor]:
@@ -130,14 +146,16 @@ def grow(src: RNNCompressor, dst: RNNCompressor) -> None:
     Every old channel keeps its place (each gate block of a cell's convolutions in turn; the
     depth-to-space groups of 4 channels stay in front), old outputs read nothing from new
     inputs, and new channels keep ``dst``'s fresh initialisation; they start to matter once
-    training moves their zero outgoing weights. Only cells whose gates are whole blocks of the
-    hidden size can grow (not the associative LSTM, whose memory is in complex halves).
+    training moves their zero outgoing weights; new late networks start as copies of the
+    others. Only cells whose gates are whole blocks of the hidden size can grow (not the
+    associative LSTM, whose memory is in complex halves).
     """
     a, b = src.config, dst.config
-    if (replace(a, width=b.width, prime=b.prime, coarse=b.coarse) != b or a.width > b.width
-            or a.width * a.coarse > b.width * b.coarse):
+    if (replace(a, width=b.width, prime=b.prime, coarse=b.coarse, late_from=b.late_from) != b
+            or a.width > b.width or a.width * a.coarse > b.width * b.coarse
+            or a.late_from not in (0, b.late_from)):
         raise ValueError(f"cannot grow a {a} into a {b}: only the widths may grow (and the "
-                         "priming change)")
+                         "priming change, or late networks be added)")
     gates = CELLS[a.cell].gate_factor
     if gates != int(gates):
         raise ValueError(f"a {a.cell} cell cannot grow (its gates are not whole channel blocks)")
@@ -155,6 +173,8 @@ def grow(src: RNNCompressor, dst: RNNCompressor) -> None:
         else:
             out[rows] = old
         new[key] = out
+        if dst.late is not None and src.late is None and key.split(".")[0] in dst.late:
+            new[f"late.{key}"] = out.clone()  # new late networks start as the early ones
     dst.load_state_dict(new)
 
 

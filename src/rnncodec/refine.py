@@ -65,7 +65,7 @@ def _thaw(state: CodingState) -> CodingState:
     def copy(states: list) -> list:
         return [None if s is None else tuple(t.clone() for t in s) for s in states]
 
-    return CodingState(state.recon.clone(), copy(state.enc), copy(state.dec))
+    return CodingState(state.recon.clone(), copy(state.enc), copy(state.dec), state.iteration)
 
 
 def refine(net: RNNCompressor, image: Tensor, state: CodingState, soft: Tensor,

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .defaults import MAX_ITERATIONS
+
 CELL_NAMES = ("lstm", "assoc-lstm", "gru", "residual-gru")  # cells.CELLS, in that order
 FRAMEWORKS = ("one-shot", "additive", "residual-scaling")
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -29,6 +31,9 @@ class ModelConfig:
     # channel multiplier (on top of ``width``) of the layers at 1/8 and 1/16 scale: the
     # encoder's last two RNNs and the decoder's first two, where channels cost little
     coarse: float = 1.0
+    # from this iteration (1-based) on, a second encoder, binarizer and decoder of the same
+    # shape code the residual (0: one set for all): weights for late residuals, no extra FLOPs
+    late_from: int = 0
 
     def __post_init__(self) -> None:
         if self.cell not in CELL_NAMES:
@@ -41,15 +46,19 @@ class ModelConfig:
             raise ValueError(f"prime must be between 0 and {MAX_PRIME} decoder steps")
         if not 1 <= self.coarse <= 4:
             raise ValueError("coarse must be in [1, 4]")
+        if self.late_from and not 2 <= self.late_from <= MAX_ITERATIONS:
+            raise ValueError(f"late_from must be 0 or between 2 and {MAX_ITERATIONS}")
 
     def to_dict(self) -> dict[str, str | float]:
-        """The stored form; ``prime`` and ``coarse`` only when set, so that other models'
-        metadata is as before."""
+        """The stored form; ``prime``, ``coarse`` and ``late_from`` only when set, so that
+        other models' metadata is as before."""
         d = asdict(self)
         if not self.prime:
             del d["prime"]
         if self.coarse == 1:
             del d["coarse"]
+        if not self.late_from:
+            del d["late_from"]
         return d
 
 

@@ -117,6 +117,9 @@ class TrainConfig:
     stops: float = 0.0  # fraction of images coded with adaptive block stops (``block_stops``)
     prime: int = 0  # the model's priming steps (``ModelConfig.prime``)
     coarse: float = 1.0  # channels at 1/8 and 1/16 scale (``ModelConfig.coarse``)
+    late_from: int = 0  # the model's late networks (``ModelConfig.late_from``)
+    freeze_early: bool = False  # train the late networks alone: the early iterations stay as
+    # they are, and their steps need no backward pass
 
     def __post_init__(self) -> None:
         if self.patch < 16 or self.patch % 16:
@@ -139,10 +142,13 @@ class TrainConfig:
         if (self.ms_ssim or self.ms_ssim_db) and self.patch < MS_SSIM_MIN_PATCH:
             raise ValueError(f"ms_ssim and ms_ssim_db need patches of at least "
                              f"{MS_SSIM_MIN_PATCH} px (MS-SSIM downsamples four times)")
+        if self.freeze_early and not self.late_from:
+            raise ValueError("freeze_early needs late networks (late_from)")
         self.model_config()  # a bad cell, framework or width fails here, before data loads
 
     def model_config(self) -> ModelConfig:
-        return ModelConfig(self.cell, self.framework, self.width, self.prime, self.coarse)
+        return ModelConfig(self.cell, self.framework, self.width, self.prime, self.coarse,
+                           self.late_from)
 
 
 @torch.no_grad()
@@ -218,20 +224,30 @@ def _checkpoint_problem(e: Exception) -> str:
     return (str(e).splitlines() or [type(e).__name__])[0]
 
 
+def trainable(model: RNNCompressor, freeze_early: bool) -> list[tuple[str, nn.Parameter]]:
+    """The parameters a run trains, in Adam's numbering: all of them, or with ``freeze_early``
+    the late networks' alone."""
+    return [(n, p) for n, p in model.named_parameters()
+            if not freeze_early or n.startswith("late.")]
+
+
 def carry_moments(opt: torch.optim.Optimizer, saved: dict, src: RNNCompressor,
-                  model: RNNCompressor) -> None:
-    """Give ``opt`` (Adam over ``model``) the moments ``saved`` (Adam's state over ``src``) holds
-    for each parameter of the same name and shape; others (grown or new ones) start afresh.
+                  model: RNNCompressor, src_froze: bool = False, froze: bool = False) -> None:
+    """Give ``opt`` (Adam over ``trainable(model, froze)``) the moments ``saved`` (its state
+    over ``src``) holds for each parameter of the same name and shape, new late networks those
+    of the networks they were copied from; others (grown or new ones) start afresh.
 
     With fresh moments Adam's first steps are as large as the learning rate in every
     direction, so a run from trained weights loses more ground before it gains."""
-    names = [n for n, _ in src.named_parameters()]
-    shapes = {n: p.shape for n, p in src.named_parameters()}
-    by_name = {names[i]: v for i, v in saved["state"].items()}
-    state = {i: by_name[n] for i, (n, p) in enumerate(model.named_parameters())
-             if n in by_name and shapes[n] == p.shape}
-    group = {**opt.state_dict()["param_groups"][0]}
-    opt.load_state_dict({"state": state, "param_groups": [group]})
+    old = trainable(src, src_froze)
+    by_name = {old[i][0]: (v, old[i][1].shape) for i, v in saved["state"].items()}
+    state = {}
+    for i, (n, p) in enumerate(trainable(model, froze)):
+        found = by_name.get(n) or (None if src.late is not None
+                                   else by_name.get(n.removeprefix("late.")))
+        if found is not None and found[1] == p.shape:
+            state[i] = found[0]
+    opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
 
 
 def resolve_device(name: str) -> torch.device:
@@ -399,7 +415,9 @@ def train(cfg: TrainConfig) -> Path:
     val = center_crops(val_pool, side).to(dev)
     model = RNNCompressor(cfg.model_config())
     model.to(dev, memory_format=_layout(cfg))  # type: ignore[call-overload]  # not in the stubs
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    for name, p in model.named_parameters():
+        p.requires_grad_(not cfg.freeze_early or name.startswith("late."))
+    opt = torch.optim.Adam([p for _, p in trainable(model, cfg.freeze_early)], lr=cfg.lr)
     out = Path(cfg.out)
     step, ckpt, done = 0, out / "checkpoint.pt", 0.0
     if cfg.resume and ckpt.exists():
@@ -425,7 +443,8 @@ def train(cfg: TrainConfig) -> Path:
             raise ModelError(f"{cfg.init} is a {src.config}, not this run's {model.config} "
                              f"({e})") from None
         if moments is not None:
-            carry_moments(opt, moments, src, model)
+            carry_moments(opt, moments, src, model, bool(state["config"].get("freeze_early")),
+                          cfg.freeze_early)
         if (src.config.width, src.config.coarse) != (cfg.width, cfg.coarse) and rank == 0:
             print(f"grown from width {src.config.width} (coarse {src.config.coarse}) to "
                   f"{cfg.width} (coarse {cfg.coarse}): the same reconstructions to start with, "
