@@ -14,6 +14,7 @@ from rnncodec.frameworks import (
     ms_ssim_db_loss,
     ms_ssim_loss,
     psnr_db_loss,
+    psnr_hvs_db_loss,
     residual_loss,
 )
 
@@ -198,13 +199,47 @@ def test_psnr_db_loss_is_minus_the_mean_psnr_of_each_image_and_iteration() -> No
     assert loss.item() == pytest.approx(-(20 + 40 + 40 + 60) / 4, abs=1e-3)
 
 
+def test_psnr_hvs_db_loss_is_minus_the_psnr_hvs_that_evaluation_reports() -> None:
+    """On grey images (whose luma is exact in uint8) the loss and ``metrics.psnr_hvs`` agree;
+    the rows and columns past the last whole 8×8 block count in neither."""
+    import numpy as np
+
+    from rnncodec.metrics import psnr_hvs
+
+    rng = np.random.default_rng(0)
+    grey = [rng.integers(0, 256, (40, 53), dtype=np.uint8)]
+    grey.append(np.clip(grey[0] + rng.integers(-6, 7, grey[0].shape), 0, 255).astype(np.uint8))
+    a, b = (np.repeat(g[..., None], 3, -1) for g in grey)
+
+    def tensor(v: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(v).permute(2, 0, 1)[None].double() / 255 - 0.5
+
+    loss = psnr_hvs_db_loss(tensor(a), [tensor(b)]).item()
+    assert loss == pytest.approx(-psnr_hvs(a, b), abs=1e-6)
+
+
+def test_psnr_hvs_db_loss_counts_low_frequency_luma_errors_most() -> None:
+    """Errors of equal MSE: a flat offset costs more PSNR-HVS than a fine checkerboard, and a
+    luma error more than a chroma one."""
+    x = torch.zeros(1, 3, 32, 32)
+    checker = (torch.arange(32)[:, None] + torch.arange(32)[None]) % 2 * 2 - 1.0
+    flat, fine = x + 0.01, x + 0.01 * checker
+    blue = x.clone()
+    blue[:, 2] += 0.01 * 0.587 / 0.114  # moves luma as much as ...
+    green = x.clone()
+    green[:, 1] += 0.01  # ... this, with a far larger chroma error
+    assert psnr_hvs_db_loss(x, [flat]) > psnr_hvs_db_loss(x, [fine]) + 10
+    assert psnr_hvs_db_loss(x, [blue]) == pytest.approx(psnr_hvs_db_loss(x, [green]).item())
+    assert psnr_db_loss(x, [blue]) > psnr_db_loss(x, [green]) + 10
+
+
 def test_db_losses_weigh_a_late_iteration_as_much_as_an_early_one() -> None:
     """Halving a residual gains the same in dB whatever its size, unlike an L1 or L2 mean."""
     torch.manual_seed(0)
     x = torch.rand(2, 3, 64, 64) - 0.5
     noise = torch.randn_like(x)
     early, late = x + 0.1 * noise, x + 0.001 * noise
-    for fn in (psnr_db_loss, ms_ssim_db_loss):
+    for fn in (psnr_db_loss, ms_ssim_db_loss, psnr_hvs_db_loss):
         gain_early = fn(x, [early, late]) - fn(x, [x + 0.05 * noise, late])
         gain_late = fn(x, [early, late]) - fn(x, [early, x + 0.0005 * noise])
         assert gain_early.item() > 0 and gain_late.item() > 0

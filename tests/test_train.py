@@ -174,19 +174,25 @@ def test_train_step_adds_the_weighted_ms_ssim_term() -> None:
 def test_train_step_sums_the_weighted_terms_and_skips_weight_zero() -> None:
     from conftest import build_tiny
 
-    from rnncodec.frameworks import ms_ssim_db_loss, psnr_db_loss, residual_loss
+    from rnncodec.frameworks import (
+        ms_ssim_db_loss,
+        psnr_db_loss,
+        psnr_hvs_db_loss,
+        residual_loss,
+    )
 
     net = build_tiny().train()
     batch = torch.rand(2, 3, 48, 48) - 0.5
     cfg = TrainConfig(iterations=2, binarize="sign", patch=48, l1=0.5, psnr_db=0.01,
-                      ms_ssim_db=0.02)
+                      ms_ssim_db=0.02, psnr_hvs_db=0.03)
     loss = train_step(net, batch, cfg).item()
     with torch.no_grad():
         recons = [r.float() for r in net(batch, 2, False)]
         expected = (0.5 * residual_loss(batch, recons) + 0.01 * psnr_db_loss(batch, recons)
-                    + 0.02 * ms_ssim_db_loss(batch, recons)).item()
+                    + 0.02 * ms_ssim_db_loss(batch, recons)
+                    + 0.03 * psnr_hvs_db_loss(batch, recons)).item()
     assert loss == pytest.approx(expected, rel=1e-5)
-    only_db = train_step(net, batch, replace(cfg, l1=0.0, ms_ssim_db=0.0)).item()
+    only_db = train_step(net, batch, replace(cfg, l1=0.0, ms_ssim_db=0.0, psnr_hvs_db=0.0)).item()
     assert only_db == pytest.approx(0.01 * psnr_db_loss(batch, recons).item(), rel=1e-5)
 
 
@@ -415,8 +421,8 @@ def test_cli_train_with_overrides(photos: Path, tmp_path: Path) -> None:
     (["patch=0"], 2, "patch must be a multiple of 16"),
     (["val_every=0"], 2, "val_every must be at least 1"),
     (["batch=0"], 2, "batch, iterations and val_every must be at least 1"),
-    (["ms_ssim=-1"], 2, "loss weights (l1, ms_ssim, psnr_db, ms_ssim_db) must be ≥ 0"),
-    (["psnr_db=-1"], 2, "loss weights (l1, ms_ssim, psnr_db, ms_ssim_db) must be ≥ 0"),
+    (["ms_ssim=-1"], 2, "loss weights (l1, ms_ssim, psnr_db, ms_ssim_db, psnr_hvs_db) must be ≥ 0"),
+    (["psnr_db=-1"], 2, "loss weights (l1, ms_ssim, psnr_db, ms_ssim_db, psnr_hvs_db) must be ≥ 0"),
     (["l1=0"], 2, "at least one loss weight"),
     (["ms_ssim=1", "patch=32"], 2, "need patches of at least 48 px"),
     (["ms_ssim_db=1", "patch=32"], 2, "need patches of at least 48 px"),

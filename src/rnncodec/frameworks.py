@@ -13,6 +13,9 @@ Images live in [-0.5, 0.5] (pixel / 255 - 0.5); x̂[0] = 0 is mid grey.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import cast
@@ -20,9 +23,11 @@ from typing import cast
 import torch
 from pytorch_msssim import ms_ssim as pytorch_ms_ssim
 from torch import Tensor, nn
+from torch.nn import functional as F  # noqa: N812 (the usual name)
 
 from .adaptive import mask_bits
 from .cells import CELLS, State
+from .metrics import LUMA_WEIGHTS
 from .networks import Binarizer, Decoder, Encoder, GainEstimator
 from .registry import FRAMEWORKS, ModelConfig  # noqa: F401 (defined torch-free, used from here)
 
@@ -208,6 +213,33 @@ def psnr_db_loss(image: Tensor, recons: list[Tensor]) -> Tensor:
     large residuals, so the late ones, whose residuals are small, learn little.
     """
     mse = torch.stack([((image - r) ** 2).flatten(1).mean(1) for r in recons])
+    return 10 * torch.log10(mse.clamp_min(1e-10)).mean()
+
+
+def _hvs_filters(like: Tensor) -> Tensor:
+    """The 8×8 orthonormal DCT basis as 64 convolution filters, each scaled by its weight in
+    PSNR-HVS's contrast sensitivity table (taken from ``psnr_hvsm``, which scores it)."""
+    with contextlib.redirect_stdout(io.StringIO()):  # its import prints a note about torch
+        from psnr_hvsm.numpy.psnr_hvsm import CSF_COEFF
+
+    k = torch.arange(8, dtype=torch.float64)
+    basis = torch.cos(math.pi * (2 * k[None] + 1) * k[:, None] / 16)  # [frequency, position]
+    basis[0] /= math.sqrt(2)
+    basis *= math.sqrt(2 / 8)
+    filters = basis[:, None, :, None] * basis[None, :, None, :]  # [u, v, y, x]
+    csf = torch.as_tensor(CSF_COEFF, dtype=torch.float64).reshape(8, 8, 1, 1)
+    return (filters * csf).reshape(64, 1, 8, 8).to(like)
+
+
+def psnr_hvs_db_loss(image: Tensor, recons: list[Tensor]) -> Tensor:
+    """Mean over images and iterations of −PSNR-HVS in dB (peak 1), as ``metrics.psnr_hvs``
+    scores it: the luma error's 8×8 DCT coefficients weighted by contrast sensitivity, which
+    counts low-frequency luma errors most; PSNR counts every pixel and channel alike."""
+    weights = torch.tensor(LUMA_WEIGHTS).to(image).view(1, 3, 1, 1)
+    h, w = (side // 8 * 8 for side in image.shape[-2:])
+    errors = torch.cat([((image - r) * weights).sum(1, keepdim=True) for r in recons])
+    coefficients = F.conv2d(errors[..., :h, :w], _hvs_filters(image), stride=8)
+    mse = coefficients.square().flatten(1).mean(1)  # per image and iteration
     return 10 * torch.log10(mse.clamp_min(1e-10)).mean()
 
 

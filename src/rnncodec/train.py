@@ -55,6 +55,7 @@ from .frameworks import (
     ms_ssim_db_loss,
     ms_ssim_loss,
     psnr_db_loss,
+    psnr_hvs_db_loss,
     residual_loss,
 )
 from .images import list_images
@@ -78,6 +79,7 @@ if TYPE_CHECKING:  # an optional dependency (the ``train`` extra)
 
 
 MS_SSIM_MIN_PATCH = 48  # a 3-tap window after four halvings: (3 − 1) · 2⁴ < 48
+LOSS_NAMES = "l1, ms_ssim, psnr_db, ms_ssim_db, psnr_hvs_db"  # TrainConfig's loss weights
 
 
 @dataclass
@@ -113,6 +115,7 @@ class TrainConfig:
     ms_ssim: float = 0.0  # weight of 1 − MS-SSIM beside the L1 loss (0: the paper's L1 alone)
     psnr_db: float = 0.0  # weight of −PSNR in dB, each iteration alike (``psnr_db_loss``)
     ms_ssim_db: float = 0.0  # weight of −MS-SSIM in dB, each iteration alike
+    psnr_hvs_db: float = 0.0  # weight of −PSNR-HVS in dB (luma), each iteration alike
     channels_last: bool = False  # NHWC activations: oneDNN's faster layout on CPUs
     stops: float = 0.0  # fraction of images coded with adaptive block stops (``block_stops``)
     prime: int = 0  # the model's priming steps (``ModelConfig.prime``)
@@ -134,11 +137,11 @@ class TrainConfig:
             raise ValueError("hard_patches needs patches drawn per step (bank=0)")
         if self.binarize not in ("stochastic", "sign"):
             raise ValueError("binarize must be 'stochastic' or 'sign'")
-        if min(self.l1, self.ms_ssim, self.psnr_db, self.ms_ssim_db) < 0:
-            raise ValueError("loss weights (l1, ms_ssim, psnr_db, ms_ssim_db) must be ≥ 0")
-        if not (self.l1 or self.ms_ssim or self.psnr_db or self.ms_ssim_db):
-            raise ValueError("at least one loss weight (l1, ms_ssim, psnr_db, ms_ssim_db) must "
-                             "be positive")
+        weights = (self.l1, self.ms_ssim, self.psnr_db, self.ms_ssim_db, self.psnr_hvs_db)
+        if min(weights) < 0:
+            raise ValueError(f"loss weights ({LOSS_NAMES}) must be ≥ 0")
+        if not any(weights):
+            raise ValueError(f"at least one loss weight ({LOSS_NAMES}) must be positive")
         if (self.ms_ssim or self.ms_ssim_db) and self.patch < MS_SSIM_MIN_PATCH:
             raise ValueError(f"ms_ssim and ms_ssim_db need patches of at least "
                              f"{MS_SSIM_MIN_PATCH} px (MS-SSIM downsamples four times)")
@@ -307,16 +310,16 @@ def block_stops(fraction: float) -> Stops:
 def train_step(net: nn.Module, batch: Tensor, cfg: TrainConfig) -> Tensor:
     """Forward (bf16 autocast with ``cfg.amp``) and backward of the loss; the loss.
 
-    A weighted sum of the paper's L1 residual loss, 1 − MS-SSIM, and −PSNR and −MS-SSIM in
-    dB, each a mean over iterations; terms of weight 0 are not computed. The loss is taken
-    outside autocast, on the fp32 reconstructions, so its mean stays exact.
+    A weighted sum of the paper's L1 residual loss, 1 − MS-SSIM, and −PSNR, −MS-SSIM and
+    −PSNR-HVS in dB, each a mean over iterations; terms of weight 0 are not computed. The loss
+    is taken outside autocast, on the fp32 reconstructions, so its mean stays exact.
     """
     with torch.autocast(batch.device.type, torch.bfloat16, enabled=cfg.amp):
         recons = net(batch, cfg.iterations, cfg.binarize == "stochastic",
                      block_stops(cfg.stops) if cfg.stops else None)
     recons = [r.float() for r in recons]
     terms = [(cfg.l1, residual_loss), (cfg.ms_ssim, ms_ssim_loss), (cfg.psnr_db, psnr_db_loss),
-             (cfg.ms_ssim_db, ms_ssim_db_loss)]
+             (cfg.ms_ssim_db, ms_ssim_db_loss), (cfg.psnr_hvs_db, psnr_hvs_db_loss)]
     loss = cast(Tensor, sum(w * fn(batch, recons) for w, fn in terms if w))  # a weight is > 0
     loss.backward()
     return loss
