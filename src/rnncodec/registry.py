@@ -78,8 +78,10 @@ MODELS: dict[str, ModelSpec] = {
     s.name: s for s in [
         ModelSpec("rgru-rs-w25", ModelConfig("residual-gru", "residual-scaling", 0.25),
                   "Residual GRU, residual scaling, width 0.25 (see its model card)"),
-        ModelSpec("rgru-rs-w25-psnr", ModelConfig("residual-gru", "residual-scaling", 0.25),
-                  "rgru-rs-w25 fine-tuned for PSNR (see its model card)", tune="psnr"),
+        ModelSpec("rgru-rs-w25-psnr",
+                  ModelConfig("residual-gru", "residual-scaling", 0.25, late_from=9),
+                  "rgru-rs-w25 fine-tuned for PSNR, own networks from iteration 9 (see its "
+                  "model card)", tune="psnr"),
     ]
 }
 DEFAULT_MODEL = "rgru-rs-w25"
