@@ -14,6 +14,7 @@ Images live in [-0.5, 0.5] (pixel / 255 - 0.5); x̂[0] = 0 is mid grey.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import math
 from collections.abc import Callable
@@ -216,9 +217,11 @@ def psnr_db_loss(image: Tensor, recons: list[Tensor]) -> Tensor:
     return 10 * torch.log10(mse.clamp_min(1e-10)).mean()
 
 
-def _hvs_filters(like: Tensor) -> Tensor:
-    """The 8×8 orthonormal DCT basis as 64 convolution filters, each scaled by its weight in
-    PSNR-HVS's contrast sensitivity table (taken from ``psnr_hvsm``, which scores it)."""
+@functools.cache
+def _hvs_filters() -> Tensor:
+    """The 8×8 orthonormal DCT basis as 64 convolution filters (float64), each scaled by its
+    weight in PSNR-HVS's contrast sensitivity table (taken from ``psnr_hvsm``, which scores
+    it); built once, not on every training step."""
     with contextlib.redirect_stdout(io.StringIO()):  # its import prints a note about torch
         from psnr_hvsm.numpy.psnr_hvsm import CSF_COEFF
 
@@ -228,7 +231,7 @@ def _hvs_filters(like: Tensor) -> Tensor:
     basis *= math.sqrt(2 / 8)
     filters = basis[:, None, :, None] * basis[None, :, None, :]  # [u, v, y, x]
     csf = torch.as_tensor(CSF_COEFF, dtype=torch.float64).reshape(8, 8, 1, 1)
-    return (filters * csf).reshape(64, 1, 8, 8).to(like)
+    return (filters * csf).reshape(64, 1, 8, 8)
 
 
 def psnr_hvs_db_loss(image: Tensor, recons: list[Tensor]) -> Tensor:
@@ -238,7 +241,7 @@ def psnr_hvs_db_loss(image: Tensor, recons: list[Tensor]) -> Tensor:
     weights = torch.tensor(LUMA_WEIGHTS).to(image).view(1, 3, 1, 1)
     h, w = (side // 8 * 8 for side in image.shape[-2:])
     errors = torch.cat([((image - r) * weights).sum(1, keepdim=True) for r in recons])
-    coefficients = F.conv2d(errors[..., :h, :w], _hvs_filters(image), stride=8)
+    coefficients = F.conv2d(errors[..., :h, :w], _hvs_filters().to(image), stride=8)
     mse = coefficients.square().flatten(1).mean(1)  # per image and iteration
     return 10 * torch.log10(mse.clamp_min(1e-10)).mean()
 

@@ -418,9 +418,11 @@ def train(cfg: TrainConfig) -> Path:
     val = center_crops(val_pool, side).to(dev)
     model = RNNCompressor(cfg.model_config())
     model.to(dev, memory_format=_layout(cfg))  # type: ignore[call-overload]  # not in the stubs
-    for name, p in model.named_parameters():
-        p.requires_grad_(not cfg.freeze_early or name.startswith("late."))
-    opt = torch.optim.Adam([p for _, p in trainable(model, cfg.freeze_early)], lr=cfg.lr)
+    trained = [p for _, p in trainable(model, cfg.freeze_early)]
+    model.requires_grad_(False)  # what is frozen needs no gradients, and so no backward pass
+    for p in trained:
+        p.requires_grad_(True)
+    opt = torch.optim.Adam(trained, lr=cfg.lr)
     out = Path(cfg.out)
     step, ckpt, done = 0, out / "checkpoint.pt", 0.0
     if cfg.resume and ckpt.exists():
