@@ -214,6 +214,9 @@ def test_bands_too_short_for_onednn_change_the_step(monkeypatch: pytest.MonkeyPa
     assert used == [3, 1, 3, 3]  # encoder, decoder: no decoder bands tall enough and paying
 
 
+@pytest.mark.skipif(torch.backends.cpu.get_cpu_capability() != "AVX512",
+                    reason="the image is chosen so that AVX-512's steps of 64 values end "
+                           "elsewhere; shorter vectors may end alike")
 def test_a_last_band_off_the_vector_steps_changes_the_step(
         tmp_path: Path, thin_bands: None, monkeypatch: pytest.MonkeyPatch) -> None:
     """Unless it starts where ``align`` says, the last band's tensors end in another number of
