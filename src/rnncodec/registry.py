@@ -76,8 +76,10 @@ class ModelSpec:
 
 MODELS: dict[str, ModelSpec] = {
     s.name: s for s in [
-        ModelSpec("rgru-rs-w25", ModelConfig("residual-gru", "residual-scaling", 0.25),
-                  "Residual GRU, residual scaling, width 0.25 (see its model card)"),
+        ModelSpec("rgru-rs-w25",
+                  ModelConfig("residual-gru", "residual-scaling", 0.25, late_from=9),
+                  "Residual GRU, residual scaling, width 0.25, own networks from iteration 9 "
+                  "(see its model card)"),
         ModelSpec("rgru-rs-w25-psnr",
                   ModelConfig("residual-gru", "residual-scaling", 0.25, late_from=9),
                   "rgru-rs-w25 fine-tuned for PSNR, own networks from iteration 9 (see its "
