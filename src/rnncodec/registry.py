@@ -74,14 +74,14 @@ class ModelSpec:
         return WEIGHTS_DIR / f"{self.name}.safetensors"
 
 
+_W25 = ModelConfig("residual-gru", "residual-scaling", 0.25, late_from=9)  # both tunes' network
+
 MODELS: dict[str, ModelSpec] = {
     s.name: s for s in [
-        ModelSpec("rgru-rs-w25",
-                  ModelConfig("residual-gru", "residual-scaling", 0.25, late_from=9),
+        ModelSpec("rgru-rs-w25", _W25,
                   "Residual GRU, residual scaling, width 0.25, own networks from iteration 9 "
                   "(see its model card)"),
-        ModelSpec("rgru-rs-w25-psnr",
-                  ModelConfig("residual-gru", "residual-scaling", 0.25, late_from=9),
+        ModelSpec("rgru-rs-w25-psnr", _W25,
                   "rgru-rs-w25 fine-tuned for PSNR, own networks from iteration 9 (see its "
                   "model card)", tune="psnr"),
     ]
