@@ -10,10 +10,12 @@ first --photos of --data by a hash of their path, never trained on), cut to cent
 --crop px (default 192, in whole blocks), coded whole by the networks in float32 with inference
 bits for --iterations (default 16). Per model and iteration: PSNR of the whole set and mean
 MS-SSIM (as ``train.validate`` scores them), and mean PSNR-HVS (luma, ``metrics.psnr_hvs``) of
-the 8-bit crops. Rates are raw, 0.125 bpp per iteration (the entropy coder is left out: it is
-model-independent here), so BD-rates (PCHIP, ``bjontegaard``; MS-SSIM in dB) compare what the
-networks make of the same bits, each model against the first, over iterations 2–8, 1–16 and
-9–16. Prints a table and writes JSON (--out, default beside this script).
+the 8-bit crops. Rates are raw, 0.125 bpp per iteration, so BD-rates (PCHIP, ``bjontegaard``;
+MS-SSIM in dB) compare what the networks make of the same bits, each model against the first,
+over iterations 2–8, 1–16 and 9–16. With --coded the rates are those of the codes entropy coded
+as files code them (the best coder, with each model's own tables: models must be names or
+exported weights, not checkpoints), for models trained to make their codes cheaper.
+Prints a table and writes JSON (--out, default beside this script).
 Never point --data at Kodak: weights are chosen here, and Kodak is for evaluation only.
 """
 
@@ -31,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from rnncodec.entropy import BEST, make_coder
 from rnncodec.evaluate.report import increasing
 from rnncodec.images import to_array
 from rnncodec.metrics import psnr_hvs
@@ -76,15 +79,37 @@ def to_bytes(x: torch.Tensor) -> list[np.ndarray]:
 
 
 @torch.no_grad()
-def curves(spec: str, crops: torch.Tensor, iterations: int) -> dict[str, list[float]]:
-    """Per iteration: PSNR and MS-SSIM as ``rnncodec train`` validates, and mean PSNR-HVS."""
+def curves(spec: str, crops: torch.Tensor, iterations: int, coded: bool = False
+           ) -> dict[str, list[float]]:
+    """Per iteration: PSNR and MS-SSIM as ``rnncodec train`` validates, mean PSNR-HVS, and the
+    bpp so far (raw, or entropy coded with ``coded``)."""
     net = load_net(spec).eval()
-    recons = [r.float().clamp(-0.5, 0.5) for r in net(crops, iterations)]
+    codes: list[torch.Tensor] = []
+    recons = [r.float().clamp(-0.5, 0.5) for r in net(crops, iterations, None, None, codes)]
     psnr, ms_ssim = scores(crops, recons)
     ref = to_bytes(crops)
     hvs = [float(np.mean([psnr_hvs(a, b) for a, b in zip(ref, to_bytes(r), strict=True)]))
            for r in recons]
-    return {"psnr": psnr, "ms_ssim": ms_ssim, "psnr_hvs": hvs}
+    bpp = (coded_bpp(spec, codes) if coded
+           else [BPP_PER_ITERATION * t for t in range(1, iterations + 1)])
+    return {"psnr": psnr, "ms_ssim": ms_ssim, "psnr_hvs": hvs, "bpp": bpp}
+
+
+def coded_bpp(spec: str, codes: list[torch.Tensor]) -> list[float]:
+    """Mean bpp after each iteration of the ±1 codes (one N×32×h×w tensor per iteration) coded
+    by the best coder with ``spec``'s entropy tables, one image at a time."""
+    if spec.endswith(".pt"):
+        raise SystemExit(f"--coded needs exported weights with entropy tables, not {spec}")
+    coder = make_coder(BEST, load_model(spec).tables)
+    n, _, h, w = codes[0].shape
+    bits = np.zeros(len(codes))
+    for i in range(n):
+        previous: list[np.ndarray] = []
+        for t, c in enumerate(codes):
+            now = (c[i] > 0).to(torch.uint8).numpy()
+            bits[t] += 8 * len(coder.encode(now, previous))
+            previous.append(now)
+    return list(np.cumsum(bits) / (n * h * w * 256))
 
 
 def bd_rates(ref: dict[str, list[float]], cand: dict[str, list[float]]
@@ -103,9 +128,9 @@ def bd_rates(ref: dict[str, list[float]], cand: dict[str, list[float]]
         for lo, hi in RANGES:
             if hi > len(a):
                 continue
-            r = BPP_PER_ITERATION * np.arange(lo, hi + 1)
             s = slice(lo - 1, hi)
-            (ra, qa), (rb, qb) = increasing((r, a[s])), increasing((r, b[s]))
+            ra, rb = np.array(ref["bpp"][s]), np.array(cand["bpp"][s])
+            (ra, qa), (rb, qb) = increasing((ra, a[s])), increasing((rb, b[s]))
             with warnings.catch_warnings():  # it warns on small overlap
                 warnings.simplefilter("ignore")
                 v = (float(bd_rate(ra, qa, rb, qb, method="pchip", min_overlap=0,
@@ -122,7 +147,8 @@ def table(results: dict[str, dict[str, Any]]) -> str:
         n = len(res["psnr"])
         shown = [t for t in SHOWN if t <= n]
         lines.append("  iterations " + " ".join(f"{t:>7}" for t in shown))
-        for metric, fmt in (("psnr", ".2f"), ("ms_ssim", ".4f"), ("psnr_hvs", ".2f")):
+        for metric, fmt in (("bpp", ".3f"), ("psnr", ".2f"), ("ms_ssim", ".4f"),
+                            ("psnr_hvs", ".2f")):
             lines.append(f"  {metric:<10} " + " ".join(f"{res[metric][t - 1]:>7{fmt}}"
                                                       for t in shown))
         if res.get("bd"):
@@ -141,6 +167,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                     help="held-out photos (default %(default)s, as training holds out)")
     ap.add_argument("--crop", type=int, default=TrainConfig.val_crop)
     ap.add_argument("--iterations", type=int, default=16)
+    ap.add_argument("--coded", action="store_true",
+                    help="rates of the entropy-coded codes instead of raw bits")
     ap.add_argument("--out", type=Path, default=Path(__file__).with_suffix(".json"))
     return ap.parse_args(argv)
 
@@ -153,13 +181,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     for spec in args.models:
         print(f"coding {len(crops)} crops of {crops.shape[-1]} px with {spec}", file=sys.stderr,
               flush=True)
-        results[spec] = curves(spec, crops, args.iterations)
+        results[spec] = curves(spec, crops, args.iterations, args.coded)
     ref = results[args.models[0]]
     for spec in args.models[1:]:
         results[spec]["bd"] = bd_rates(ref, results[spec])
     print(table(results))
     meta = {"data": args.data, "photos": len(crops), "crop": crops.shape[-1],
-            "iterations": args.iterations, "bpp_per_iteration": BPP_PER_ITERATION}
+            "iterations": args.iterations, "coded": args.coded}
     args.out.write_text(json.dumps({"meta": meta, "models": results}, indent=1) + "\n")
     print(f"wrote {args.out}")
 

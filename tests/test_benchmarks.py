@@ -242,17 +242,40 @@ def test_heldout_compares_models_on_the_photos_training_holds_out(
     doc = json.loads(out.read_text())
     assert doc["meta"]["photos"] == 1 and doc["meta"]["crop"] == 128  # a tenth, at least one
     curves = doc["models"][other_model]
-    assert all(len(curves[m]) == 8 for m in ("psnr", "ms_ssim", "psnr_hvs"))
+    assert all(len(curves[m]) == 8 for m in ("psnr", "ms_ssim", "psnr_hvs", "bpp"))
+    assert curves["bpp"] == pytest.approx([0.125 * t for t in range(1, 9)])
     assert set(curves["bd"]) == {"psnr_2-8", "psnr_hvs_2-8", "ms_ssim_2-8"}
     # the BD-rates: a curve one iteration ahead of the reference saves bits, the same none
     ref = {"psnr": [20.0 + 1.5 * t for t in range(16)], "psnr_hvs": [18.0 + 2.0 * t for t in
-           range(16)], "ms_ssim": [1 - 0.2 * 0.8 ** t for t in range(16)]}
-    ahead = {k: v[1:] + [v[-1] + (v[-1] - v[-2])] for k, v in ref.items()}
+           range(16)], "ms_ssim": [1 - 0.2 * 0.8 ** t for t in range(16)],
+           "bpp": [0.125 * t for t in range(1, 17)]}
+    ahead = {k: v if k == "bpp" else v[1:] + [v[-1] + (v[-1] - v[-2])] for k, v in ref.items()}
     assert all(v == pytest.approx(0, abs=1e-6) for v in heldout.bd_rates(ref, ref).values())
     gains = heldout.bd_rates(ref, ahead)
     assert len(gains) == 9 and all(v is not None and v < -5 for v in gains.values())
-    flat = {k: [v[0]] * 16 for k, v in ref.items()}  # a curve that never rises has none
+    flat = {k: v if k == "bpp" else [v[0]] * 16 for k, v in ref.items()}  # never rises: none
     assert all(v is None for v in heldout.bd_rates(ref, flat).values())
+    cheaper = {**ref, "bpp": [0.9 * r for r in ref["bpp"]]}  # the same quality for 10% less
+    assert all(v == pytest.approx(-10, abs=1e-6) for v in heldout.bd_rates(ref, cheaper).values())
+
+
+def test_heldout_coded_rates_are_the_entropy_coded_files(
+        tmp_path: Path, tiny_model: str) -> None:
+    """--coded: each iteration's codes as the best coder writes them, one byte per iteration
+    naming the coder; never more than the raw bits and that byte."""
+    import torch
+
+    heldout = _script("heldout")
+    torch.manual_seed(0)
+    codes = [torch.where(torch.rand(2, 32, 4, 5) < 0.5, 1.0, -1.0) for _ in range(3)]
+    codes[0] = torch.ones_like(codes[0])  # constant codes: cheaper than raw
+    bpp = heldout.coded_bpp(tiny_model, codes)
+    raw = [0.125 * t for t in range(1, 4)]
+    byte = 8 / (64 * 80)  # one coder byte per 64×80-pixel image and iteration
+    assert all(0 < b <= r + (i + 1) * byte for i, (b, r) in enumerate(zip(bpp, raw, strict=True)))
+    assert bpp[0] < 0.125  # below the raw bits
+    with pytest.raises(SystemExit, match="exported weights"):
+        heldout.coded_bpp(str(tmp_path / "run" / "checkpoint.pt"), codes)
 
 
 @pytest.mark.slow

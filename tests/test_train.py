@@ -221,8 +221,9 @@ def test_non_finite_gradients_skip_the_step(photos: Path, tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     import rnncodec.train as tr
 
-    def poisoned(net: torch.nn.Module, batch: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
-        loss = train_step(net, batch, cfg)
+    def poisoned(net: torch.nn.Module, batch: torch.Tensor, cfg: TrainConfig,
+                 *rate: object) -> torch.Tensor:
+        loss = train_step(net, batch, cfg, *rate)  # type: ignore[arg-type]
         for p in net.parameters():
             p.grad.fill_(float("nan"))
         return loss
@@ -784,11 +785,11 @@ def test_sigterm_stops_at_a_step_boundary_with_a_checkpoint(photos: Path, tmp_pa
     calls = []
     real_step = training.train_step
 
-    def step_then_signal(net, batch, cfg):  # type: ignore[no-untyped-def]
+    def step_then_signal(net, batch, cfg, *rate):  # type: ignore[no-untyped-def]
         calls.append(1)
         if len(calls) == 3:
             os.kill(os.getpid(), signal.SIGTERM)  # arrives in the middle of the third step
-        return real_step(net, batch, cfg)
+        return real_step(net, batch, cfg, *rate)
 
     monkeypatch.setattr(training, "train_step", step_then_signal)
     before = signal.getsignal(signal.SIGTERM)
@@ -803,3 +804,71 @@ def test_sigterm_stops_at_a_step_boundary_with_a_checkpoint(photos: Path, tmp_pa
     monkeypatch.setattr(training, "train_step", real_step)
     train(replace(cfg, steps=5))  # resumes at step 3
     assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["step"] == 5
+
+
+def test_rate_term_trains_the_context_net_fully_and_the_codes_by_its_weight() -> None:
+    """The codes' value is unchanged and the context net's gradient does not depend on the
+    weight; the codes' gradient is the weight times the one at weight 1."""
+    from rnncodec.entropy.neural import ContextNet, code_bits
+    from rnncodec.train import rate_term
+
+    torch.manual_seed(0)
+    net = ContextNet()
+    codes = [torch.where(torch.rand(2, 32, 3, 4) < 0.5, 1.0, -1.0).requires_grad_()
+             for _ in range(3)]
+    grads = []
+    for weight in (1.0, 0.25):
+        net.zero_grad()
+        bits = rate_term(net, codes, 1, weight)
+        assert bits.item() == pytest.approx(code_bits(net, torch.stack(codes, 1), 1).item())
+        code_grads = torch.autograd.grad(bits, codes, retain_graph=True)
+        bits.backward()
+        grads.append((code_grads, [p.grad.clone() for p in net.parameters()]))
+    (full, net_full), (quarter, net_quarter) = grads
+    for a, b in zip(full, quarter, strict=True):
+        torch.testing.assert_close(b, 0.25 * a)
+    assert full[0].abs().sum() > 0  # history only, still read by later iterations' bits
+    for a, b in zip(net_full, net_quarter, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_rate_counts_the_trained_iterations_and_joins_the_loss() -> None:
+    from conftest import build_tiny
+
+    from rnncodec.entropy.neural import ContextNet, code_bits
+    from rnncodec.train import rate_first
+
+    assert rate_first(TrainConfig(late_from=9, freeze_early=True)) == 8
+    assert rate_first(TrainConfig(late_from=9)) == 0
+    net, context = build_tiny().train(), ContextNet()
+    batch = torch.rand(2, 3, 32, 32) - 0.5
+    cfg = TrainConfig(iterations=2, binarize="sign")
+    plain = train_step(net, batch, cfg).item()
+    parts: dict[str, float] = {}
+    with_rate = train_step(net, batch, replace(cfg, rate=0.1), context, 0.1, parts).item()
+    codes: list[torch.Tensor] = []
+    with torch.no_grad():
+        net(batch, 2, False, None, codes)
+        expected = code_bits(context, torch.stack(codes, 1)).item()
+    assert parts["bits"] == pytest.approx(expected, rel=1e-5)
+    assert with_rate == pytest.approx(plain + expected, rel=1e-5)
+    assert all(p.grad is not None for p in context.parameters())
+    with pytest.raises(ValueError, match="rate cannot be combined with stops"):
+        TrainConfig(rate=0.1, stops=0.5)
+    with pytest.raises(ValueError, match="rate must be"):
+        TrainConfig(rate=-1.0)
+
+
+def test_a_run_with_a_rate_term_keeps_its_context_net_across_a_resume(
+        photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "rate"
+    cfg = _config(photos, out, rate=0.05, val_every=2, binarize="sign")
+    train(cfg)
+    first = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert first["context"] and first["context_opt"]["state"]
+    assert re.search(r"codes \d\.\d{4} bits/bit", capsys.readouterr().out)
+    train(replace(cfg, steps=3))
+    second = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert second["step"] == 3
+    assert second["context_opt"]["state"][0]["step"] == 3  # Adam went on from step 2
+    assert any(not torch.equal(second["context"][k], v) for k, v in first["context"].items())

@@ -124,18 +124,22 @@ class RNNCompressor(nn.Module):
         return replace(state, recon=recon, dec=dec, iteration=state.iteration + 1)
 
     def forward(self, image: Tensor, iterations: int, stochastic: bool | None = None,
-                stops: Stops | None = None) -> list[Tensor]:
+                stops: Stops | None = None, codes: list[Tensor] | None = None) -> list[Tensor]:
         """Reconstructions after each iteration (training path; stochastic bits in train mode
         unless ``stochastic`` says otherwise). With ``stops``, blocks stop as an adaptive
         encoder stops them: after each iteration ``stops(image, recon, active)`` gives the
         blocks still active (N×1×H/16×W/16 bool, None: all), and the decoder reads zeros for
-        the others' bits (adaptive.py)."""
+        the others' bits (adaptive.py). Each iteration's bits as the decoder reads them are
+        appended to ``codes`` when it is given (training's rate term reads them)."""
         state = self.initial_state(image)
         recons = []
         active = None
         for _ in range(iterations):
             bits, state = self.encode_step(image, state, stochastic)
-            state = self.decode_step(mask_bits(bits, active), state)
+            bits = mask_bits(bits, active)
+            if codes is not None:
+                codes.append(bits)
+            state = self.decode_step(bits, state)
             recons.append(state.recon)
             if stops is not None:
                 active = stops(image, state.recon.detach(), active)

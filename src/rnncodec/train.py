@@ -11,7 +11,10 @@ instead of on the CPU per step; ``binarize=sign`` trains on the bits that coding
 of the paper's random ones, a ``patch`` of 64 or 128 px instead of the paper's 32 shows the
 networks the context they have in whole images, and ``ms_ssim`` adds 1 − MS-SSIM, the metric
 the codec is judged by, to the paper's L1 loss; ``stops`` codes a fraction of the images with
-adaptive block stops, so that the decoder learns to read the zeros of stopped blocks.
+adaptive block stops, so that the decoder learns to read the zeros of stopped blocks; ``rate``
+adds the codes' length under a context model trained beside the networks (the entropy coder's
+network, ``entropy.neural``), so that the encoder learns bits that the entropy coder can
+predict.
 ``init`` starts from trained weights, those of a narrower model too: they grow into the run's
 width (``frameworks.grow``), computing the same; from another run's checkpoint, Adam's moments
 come along.
@@ -35,7 +38,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
@@ -46,6 +49,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from .adaptive import SEARCH_STOP_DB, block_psnr, still_active
+from .entropy.neural import ContextNet, code_bits
 from .errors import InputMissingError, ModelError
 from .frameworks import (
     ModelConfig,
@@ -79,6 +83,8 @@ if TYPE_CHECKING:  # an optional dependency (the ``train`` extra)
 
 
 MS_SSIM_MIN_PATCH = 48  # a 3-tap window after four halvings: (3 − 1) · 2⁴ < 48
+RATE_LR = 1e-3  # the rate term's context net: new with each run, it must learn fast
+RATE_RAMP = 300  # steps over which the rate weight rises from 0 while that net first learns
 LOSS_NAMES = "l1, ms_ssim, psnr_db, ms_ssim_db, psnr_hvs_db"  # TrainConfig's loss weights
 
 
@@ -123,6 +129,8 @@ class TrainConfig:
     late_from: int = 0  # the model's late networks (``ModelConfig.late_from``)
     freeze_early: bool = False  # train the late networks alone: the early iterations stay as
     # they are, and their steps need no backward pass
+    rate: float = 0.0  # weight of the trained iterations' code length in bits per bit under a
+    # context net trained alongside (``rate_term``; 0: off)
 
     def __post_init__(self) -> None:
         if self.patch < 16 or self.patch % 16:
@@ -147,6 +155,11 @@ class TrainConfig:
                              f"{MS_SSIM_MIN_PATCH} px (MS-SSIM downsamples four times)")
         if self.freeze_early and not self.late_from:
             raise ValueError("freeze_early needs late networks (late_from)")
+        if self.rate < 0:
+            raise ValueError("rate must be ≥ 0")
+        if self.rate and self.stops:
+            raise ValueError("rate cannot be combined with stops: stopped blocks send no bits, "
+                             "and the rate term counts every block")
         self.model_config()  # a bad cell, framework or width fails here, before data loads
 
     def model_config(self) -> ModelConfig:
@@ -182,13 +195,16 @@ def to_cpu(state: object) -> object:
 
 
 def save_checkpoint(path: Path, model: RNNCompressor, opt: torch.optim.Optimizer, step: int,
-                    cfg: TrainConfig, rng: random.Random, minutes: float = 0.0) -> None:
+                    cfg: TrainConfig, rng: random.Random, minutes: float = 0.0,
+                    rate: RateModel | None = None) -> None:
     """Write the run's state atomically; ``minutes`` is the training time so far, so that a
     resumed run's time limit and learning-rate schedule go on where they stopped."""
     tmp = path.with_suffix(".tmp")
+    extra = {} if rate is None else {"context": to_cpu(rate.net.state_dict()),
+                                     "context_opt": to_cpu(rate.opt.state_dict())}
     torch.save({"model": to_cpu(model.state_dict()), "opt": to_cpu(opt.state_dict()),
                 "step": step, "config": asdict(cfg), "rng": torch.get_rng_state(),
-                "py_rng": rng.getstate(), "minutes": minutes}, tmp)
+                "py_rng": rng.getstate(), "minutes": minutes, **extra}, tmp)
     os.replace(tmp, path)
 
 
@@ -225,6 +241,44 @@ def _checkpoint_problem(e: Exception) -> str:
     if isinstance(e, KeyError):
         return f"it has no {e} entry"
     return (str(e).splitlines() or [type(e).__name__])[0]
+
+
+@dataclass
+class RateModel:
+    """The rate term's context net, its own optimizer (Adam at ``RATE_LR``, no schedule) and
+    the term's values since they were last reported."""
+
+    net: ContextNet
+    opt: torch.optim.Optimizer
+    seen: list[float] = field(default_factory=list)
+
+    @classmethod
+    def new(cls, device: torch.device, saved: dict | None = None) -> RateModel:
+        net = ContextNet().to(device)
+        opt = torch.optim.Adam(net.parameters(), lr=RATE_LR)
+        if saved is not None and "context" in saved:  # a resumed run's
+            net.load_state_dict(saved["context"])
+            opt.load_state_dict(saved["context_opt"])
+        return cls(net, opt)
+
+    def weight(self, cfg: TrainConfig, step: int) -> float:
+        """``cfg.rate``, reached linearly over the first ``RATE_RAMP`` steps."""
+        return cfg.rate * min(1.0, step / RATE_RAMP)
+
+    def step(self, bits: float) -> None:
+        """Adam on the context net, unless its gradient is not finite; ``bits``: the term's
+        value in this step."""
+        grads = [p.grad for p in self.net.parameters() if p.grad is not None]
+        if all(torch.isfinite(g).all() for g in grads):
+            self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.seen.append(bits)
+
+    def report(self) -> float | None:
+        """The mean of the values seen since the last report (None: none)."""
+        mean = sum(self.seen) / len(self.seen) if self.seen else None
+        self.seen = []
+        return mean
 
 
 def trainable(model: RNNCompressor, freeze_early: bool) -> list[tuple[str, nn.Parameter]]:
@@ -307,22 +361,48 @@ def block_stops(fraction: float) -> Stops:
     return stops
 
 
-def train_step(net: nn.Module, batch: Tensor, cfg: TrainConfig) -> Tensor:
+def train_step(net: nn.Module, batch: Tensor, cfg: TrainConfig,
+               context: nn.Module | None = None, rate_weight: float = 0.0,
+               parts: dict[str, float] | None = None) -> Tensor:
     """Forward (bf16 autocast with ``cfg.amp``) and backward of the loss; the loss.
 
     A weighted sum of the paper's L1 residual loss, 1 − MS-SSIM, and −PSNR, −MS-SSIM and
     −PSNR-HVS in dB, each a mean over iterations; terms of weight 0 are not computed. The loss
-    is taken outside autocast, on the fp32 reconstructions, so its mean stays exact.
+    is taken outside autocast, on the fp32 reconstructions, so its mean stays exact. With a
+    ``context`` net, the codes' length under it is added (``rate_term``), and ``parts`` (when
+    given) receives it as "bits" (per bit).
     """
+    codes: list[Tensor] | None = [] if context is not None else None
     with torch.autocast(batch.device.type, torch.bfloat16, enabled=cfg.amp):
         recons = net(batch, cfg.iterations, cfg.binarize == "stochastic",
-                     block_stops(cfg.stops) if cfg.stops else None)
+                     block_stops(cfg.stops) if cfg.stops else None, codes)
     recons = [r.float() for r in recons]
     terms = [(cfg.l1, residual_loss), (cfg.ms_ssim, ms_ssim_loss), (cfg.psnr_db, psnr_db_loss),
              (cfg.ms_ssim_db, ms_ssim_db_loss), (cfg.psnr_hvs_db, psnr_hvs_db_loss)]
     loss = cast(Tensor, sum(w * fn(batch, recons) for w, fn in terms if w))  # a weight is > 0
+    if context is not None and codes is not None:
+        bits = rate_term(context, codes, rate_first(cfg), rate_weight)
+        loss = loss + bits
+        if parts is not None:
+            parts["bits"] = bits.item()
     loss.backward()
     return loss
+
+
+def rate_first(cfg: TrainConfig) -> int:
+    """The first iteration (from 0) whose codes the rate term counts: those the run trains."""
+    return cfg.late_from - 1 if cfg.freeze_early else 0
+
+
+def rate_term(context: nn.Module, codes: list[Tensor], first: int, weight: float) -> Tensor:
+    """Bits per bit of the codes of iterations ``first`` on under ``context`` (a
+    ``ContextNet``): its full gradient trains the context net, which thus learns to predict
+    the codes, and the codes receive it scaled by ``weight``, through the binarizer's
+    straight-through estimate, so that the encoder learns codes that it predicts. The codes'
+    values are unchanged: only their gradient is scaled."""
+    bits = torch.stack([c.float() for c in codes], 1)
+    scaled = bits.detach() + weight * (bits - bits.detach())
+    return code_bits(cast(ContextNet, context), scaled, first)
 
 
 def open_log(path: Path, iterations: int) -> io.TextIOWrapper:
@@ -350,9 +430,10 @@ def tensorboard_writer(out: Path) -> SummaryWriter | None:
 def log_validation(model: RNNCompressor, val: Tensor, cfg: TrainConfig, step: int, loss: float,
                    rate: float, skipped: int, log: io.TextIOWrapper | None,
                    tb: SummaryWriter | None,
-                   bar: tqdm) -> None:
+                   bar: tqdm, bits: float | None = None) -> None:
     """Validate, then write a log.csv row, a line above the progress bar and TensorBoard
-    scalars."""
+    scalars; ``bits``, the rate term's mean bits per bit on the training codes since the last
+    validation, is printed and logged to TensorBoard."""
     psnr, ssim = validate(model, val, cfg.iterations)
     row = ([step, f"{loss:.5f}", f"{rate:.1f}"] + [f"{p:.2f}" for p in psnr]
            + [f"{v:.4f}" for v in ssim])
@@ -363,10 +444,13 @@ def log_validation(model: RNNCompressor, val: Tensor, cfg: TrainConfig, step: in
     with bar.external_write_mode():  # the line above the bar, flushed for log files
         print(f"step {step} loss {loss:.4f} {rate:.0f} patches/s val "
               + " ".join(f"it{i} {psnr[i - 1]:.2f} dB {ssim[i - 1]:.4f}" for i in shown)
-              + (f" ({skipped} steps skipped: non-finite gradients)" if skipped else ""),
+              + (f" ({skipped} steps skipped: non-finite gradients)" if skipped else "")
+              + (f"; codes {bits:.4f} bits/bit" if bits is not None else ""),
               flush=True)
     if tb is not None:
         tb.add_scalar("loss", loss, step)
+        if bits is not None:
+            tb.add_scalar("bits_per_bit", bits, step)
         tb.add_scalar("patches_per_s", rate, step)
         for i, (p, v) in enumerate(zip(psnr, ssim, strict=True), 1):
             tb.add_scalar(f"val_psnr/it{i:02d}", p, step)
@@ -425,8 +509,10 @@ def train(cfg: TrainConfig) -> Path:
     opt = torch.optim.Adam(trained, lr=cfg.lr)
     out = Path(cfg.out)
     step, ckpt, done = 0, out / "checkpoint.pt", 0.0
+    resumed: dict | None = None
     if cfg.resume and ckpt.exists():
         state, saved = load_checkpoint(ckpt)
+        resumed = state
         if saved.config != model.config:
             raise ModelError(f"{ckpt} is a {saved.config} run, not this run's {model.config}: "
                              "use another --out, or --set resume=false to start over")
@@ -454,6 +540,9 @@ def train(cfg: TrainConfig) -> Path:
             print(f"grown from width {src.config.width} (coarse {src.config.coarse}) to "
                   f"{cfg.width} (coarse {cfg.coarse}): the same reconstructions to start with, "
                   "the new channels' outgoing weights at zero", flush=True)
+    rate = RateModel.new(dev, resumed) if cfg.rate else None
+    if rate is not None and world > 1:
+        raise ValueError("rate trains on one device only (its context net is not data-parallel)")
     out.mkdir(parents=True, exist_ok=True)  # only once data, settings and weights proved usable
     if world > 1:  # each rank its own patches and binarizer noise, derived from the shared state
         rng.seed(rng.getrandbits(64) + rank)
@@ -491,27 +580,32 @@ def train(cfg: TrainConfig) -> Path:
                      else draw_batch(train_pool, cfg, rng).to(dev, non_blocking=True))
             batch = batch.contiguous(memory_format=_layout(cfg))
             opt.zero_grad(set_to_none=True)
-            loss = train_step(net, batch, cfg)
+            parts: dict[str, float] = {}
+            loss = train_step(net, batch, cfg, rate.net if rate else None,
+                              rate.weight(cfg, step) if rate else 0.0, parts)
             if torch.isfinite(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)):
                 opt.step()  # a non-finite gradient (e.g. MS-SSIM at a zero contrast) is skipped
             else:
                 skipped += 1
+            if rate is not None:
+                rate.step(parts["bits"])
             step += 1
             bar.update(cfg.batch * world)
             if step % 10 == 0 and not bar.disable:
                 bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
             if main and (step % cfg.val_every == 0 or step == cfg.steps):
-                rate = world * (step - last_step) * cfg.batch / max(time.time() - last_val, 1e-9)
+                speed = world * (step - last_step) * cfg.batch / max(time.time() - last_val, 1e-9)
                 last_val, last_step = time.time(), step
-                log_validation(model, val, cfg, step, loss.item(), rate, skipped, log, tb, bar)
+                log_validation(model, val, cfg, step, loss.item(), speed, skipped, log, tb, bar,
+                               rate.report() if rate else None)
             if main and (step % cfg.val_every == 0 or step == cfg.steps
                          or time.time() - last_save > 60 * cfg.checkpoint_minutes):
-                save_checkpoint(ckpt, model, opt, step, cfg, rng, (time.time() - start) / 60)
+                save_checkpoint(ckpt, model, opt, step, cfg, rng, (time.time() - start) / 60, rate)
                 last_save = time.time()
     bar.close()
     weights = out / "model.safetensors"
     if main:
-        save_checkpoint(ckpt, model, opt, step, cfg, rng, (time.time() - start) / 60)
+        save_checkpoint(ckpt, model, opt, step, cfg, rng, (time.time() - start) / 60, rate)
         if log is not None:
             log.close()
         if tb is not None:

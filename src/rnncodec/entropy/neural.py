@@ -55,15 +55,18 @@ def step_mask(step: int, h: int, w: int) -> tuple[Tensor, Tensor]:
     return known.expand(CHANNELS, h, w), coded.expand(CHANNELS, h, w)
 
 
-def history_inputs(previous: list[Tensor], h: int, w: int) -> Tensor:
+def history_inputs(previous: list[Tensor], h: int, w: int,
+                   device: torch.device | None = None) -> Tensor:
     """The 66 input planes known before an iteration: previous codes, running sum, t, parity.
 
-    Codes are ±1 tensors; an empty history gives zeros.
+    Codes are ±1 tensors; an empty history gives zeros (on ``device``).
     """
     t = min(len(previous), MAX_T)
-    prev = previous[-1] if previous else torch.zeros(CHANNELS, h, w)
-    acc = torch.stack(previous).sum(0).clamp(-16, 16) if previous else torch.zeros(CHANNELS, h, w)
-    return torch.cat([prev, acc, torch.full((1, h, w), float(t)), parity(h, w)[None]])
+    zeros = torch.zeros(CHANNELS, h, w, device=device)
+    prev = previous[-1] if previous else zeros
+    acc = torch.stack(previous).sum(0).clamp(-16, 16) if previous else zeros
+    return torch.cat([prev, acc, torch.full((1, h, w), float(t), device=prev.device),
+                      parity(h, w).to(prev.device)[None]])
 
 
 def step_inputs(history: Tensor, codes: Tensor, known: Tensor) -> Tensor:
@@ -215,15 +218,28 @@ class NeuralCoder:
 def training_batch(codes: Tensor, t: int, step: int) -> tuple[Tensor, Tensor, Tensor]:
     """(inputs, targets 0/1, coded mask) for step ``step`` of iteration t of N images' codes.
 
-    ``codes`` is N×T×32×h×w in ±1.
+    ``codes`` is N×T×32×h×w in ±1; inputs and targets are differentiable in them.
     """
     _, _, _, h, w = codes.shape
-    known, coded = step_mask(step, h, w)
-    xs = [step_inputs(history_inputs(list(c[:t]), h, w), c[t], known) for c in codes]
-    return torch.stack(xs), (codes[:, t] > 0).float(), coded.expand_as(codes[:, t])
+    known, coded = (m.to(codes.device) for m in step_mask(step, h, w))
+    xs = [step_inputs(history_inputs(list(c[:t]), h, w, codes.device), c[t], known)
+          for c in codes]
+    return torch.stack(xs), (codes[:, t] + 1) / 2, coded.expand_as(codes[:, t])
 
 
 def code_length(logits: Tensor, targets: Tensor, mask: Tensor) -> Tensor:
     """Bits needed for the masked targets: -[c·log2 p + (1-c)·log2(1-p)] summed."""
     nll = nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none")
     return (nll * mask).sum() / np.log(2)
+
+
+def code_bits(net: ContextNet, codes: Tensor, first: int = 0) -> Tensor:
+    """Mean length in bits per bit of the codes of iterations ``first`` on, every step of each,
+    under ``net``: differentiable in the network and in the codes (training's rate term).
+
+    ``codes`` is N×T×32×h×w in ±1; earlier iterations' codes are history alone.
+    """
+    parts = [training_batch(codes, t, step)
+             for t in range(first, codes.shape[1]) for step in range(STEPS)]
+    x, y, mask = (torch.cat(p) for p in zip(*parts, strict=True))
+    return code_length(net(x), y, mask) / mask.sum()
