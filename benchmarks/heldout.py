@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from rnncodec.engine import unsigned
 from rnncodec.entropy import BEST, make_coder
 from rnncodec.evaluate.report import increasing
 from rnncodec.images import to_array
@@ -82,31 +83,30 @@ def to_bytes(x: torch.Tensor) -> list[np.ndarray]:
 def curves(spec: str, crops: torch.Tensor, iterations: int, coded: bool = False
            ) -> dict[str, list[float]]:
     """Per iteration: PSNR and MS-SSIM as ``rnncodec train`` validates, mean PSNR-HVS, and the
-    bpp so far (raw, or entropy coded with ``coded``)."""
-    net = load_net(spec).eval()
+    bpp so far (raw, or entropy coded with ``coded``: ``spec`` must then be exported weights)."""
+    loaded = load_model(spec) if coded else None
+    net = (load_net(spec) if loaded is None else loaded.net.float()).eval()
     codes: list[torch.Tensor] = []
     recons = [r.float().clamp(-0.5, 0.5) for r in net(crops, iterations, None, None, codes)]
     psnr, ms_ssim = scores(crops, recons)
     ref = to_bytes(crops)
     hvs = [float(np.mean([psnr_hvs(a, b) for a, b in zip(ref, to_bytes(r), strict=True)]))
            for r in recons]
-    bpp = (coded_bpp(spec, codes) if coded
+    bpp = (coded_bpp(loaded.tables, codes) if loaded is not None
            else [BPP_PER_ITERATION * t for t in range(1, iterations + 1)])
     return {"psnr": psnr, "ms_ssim": ms_ssim, "psnr_hvs": hvs, "bpp": bpp}
 
 
-def coded_bpp(spec: str, codes: list[torch.Tensor]) -> list[float]:
+def coded_bpp(tables: dict[str, torch.Tensor], codes: list[torch.Tensor]) -> list[float]:
     """Mean bpp after each iteration of the ±1 codes (one N×32×h×w tensor per iteration) coded
-    by the best coder with ``spec``'s entropy tables, one image at a time."""
-    if spec.endswith(".pt"):
-        raise SystemExit(f"--coded needs exported weights with entropy tables, not {spec}")
-    coder = make_coder(BEST, load_model(spec).tables)
+    by the best coder with a model's entropy ``tables``, one image at a time."""
+    coder = make_coder(BEST, tables)
     n, _, h, w = codes[0].shape
     bits = np.zeros(len(codes))
     for i in range(n):
         previous: list[np.ndarray] = []
         for t, c in enumerate(codes):
-            now = (c[i] > 0).to(torch.uint8).numpy()
+            now = unsigned(c[i:i + 1])
             bits[t] += 8 * len(coder.encode(now, previous))
             previous.append(now)
     return list(np.cumsum(bits) / (n * h * w * 256))
@@ -176,6 +176,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     args.models = list(dict.fromkeys(args.models))  # each once
+    checkpoints = [m for m in args.models if m.endswith(".pt")]
+    if args.coded and checkpoints:  # before any model is coded: they have no entropy tables
+        raise SystemExit(f"--coded needs exported weights with entropy tables, not "
+                         f"{', '.join(checkpoints)}")
     crops = held_out(args.data, args.photos, args.crop)
     results: dict[str, dict[str, Any]] = {}
     for spec in args.models:

@@ -265,17 +265,19 @@ def test_heldout_coded_rates_are_the_entropy_coded_files(
     naming the coder; never more than the raw bits and that byte."""
     import torch
 
+    from rnncodec import zoo
+
     heldout = _script("heldout")
     torch.manual_seed(0)
     codes = [torch.where(torch.rand(2, 32, 4, 5) < 0.5, 1.0, -1.0) for _ in range(3)]
     codes[0] = torch.ones_like(codes[0])  # constant codes: cheaper than raw
-    bpp = heldout.coded_bpp(tiny_model, codes)
+    bpp = heldout.coded_bpp(zoo.load_model(tiny_model).tables, codes)
     raw = [0.125 * t for t in range(1, 4)]
     byte = 8 / (64 * 80)  # one coder byte per 64×80-pixel image and iteration
     assert all(0 < b <= r + (i + 1) * byte for i, (b, r) in enumerate(zip(bpp, raw, strict=True)))
     assert bpp[0] < 0.125  # below the raw bits
     with pytest.raises(SystemExit, match="exported weights"):
-        heldout.coded_bpp(str(tmp_path / "run" / "checkpoint.pt"), codes)
+        heldout.main([tiny_model, str(tmp_path / "run" / "checkpoint.pt"), "--coded"])
 
 
 @pytest.mark.slow

@@ -372,15 +372,16 @@ def train_step(net: nn.Module, batch: Tensor, cfg: TrainConfig,
     ``context`` net, the codes' length under it is added (``rate_term``), and ``parts`` (when
     given) receives it as "bits" (per bit).
     """
-    codes: list[Tensor] | None = [] if context is not None else None
+    codes: list[Tensor] = []  # each iteration's bits, kept for the rate term alone
     with torch.autocast(batch.device.type, torch.bfloat16, enabled=cfg.amp):
         recons = net(batch, cfg.iterations, cfg.binarize == "stochastic",
-                     block_stops(cfg.stops) if cfg.stops else None, codes)
+                     block_stops(cfg.stops) if cfg.stops else None,
+                     codes if context is not None else None)
     recons = [r.float() for r in recons]
     terms = [(cfg.l1, residual_loss), (cfg.ms_ssim, ms_ssim_loss), (cfg.psnr_db, psnr_db_loss),
              (cfg.ms_ssim_db, ms_ssim_db_loss), (cfg.psnr_hvs_db, psnr_hvs_db_loss)]
     loss = cast(Tensor, sum(w * fn(batch, recons) for w, fn in terms if w))  # a weight is > 0
-    if context is not None and codes is not None:
+    if context is not None:
         bits = rate_term(context, codes, rate_first(cfg), rate_weight)
         loss = loss + bits
         if parts is not None:
@@ -428,21 +429,21 @@ def tensorboard_writer(out: Path) -> SummaryWriter | None:
 
 
 def log_validation(model: RNNCompressor, val: Tensor, cfg: TrainConfig, step: int, loss: float,
-                   rate: float, skipped: int, log: io.TextIOWrapper | None,
+                   speed: float, skipped: int, log: io.TextIOWrapper | None,
                    tb: SummaryWriter | None,
                    bar: tqdm, bits: float | None = None) -> None:
     """Validate, then write a log.csv row, a line above the progress bar and TensorBoard
     scalars; ``bits``, the rate term's mean bits per bit on the training codes since the last
     validation, is printed and logged to TensorBoard."""
     psnr, ssim = validate(model, val, cfg.iterations)
-    row = ([step, f"{loss:.5f}", f"{rate:.1f}"] + [f"{p:.2f}" for p in psnr]
+    row = ([step, f"{loss:.5f}", f"{speed:.1f}"] + [f"{p:.2f}" for p in psnr]
            + [f"{v:.4f}" for v in ssim])
     if log is not None:  # None on the ranks that do not log
         csv.writer(log).writerow(row)
         log.flush()
     shown = sorted({1, 4, 8, cfg.iterations} & set(range(1, len(psnr) + 1)))
     with bar.external_write_mode():  # the line above the bar, flushed for log files
-        print(f"step {step} loss {loss:.4f} {rate:.0f} patches/s val "
+        print(f"step {step} loss {loss:.4f} {speed:.0f} patches/s val "
               + " ".join(f"it{i} {psnr[i - 1]:.2f} dB {ssim[i - 1]:.4f}" for i in shown)
               + (f" ({skipped} steps skipped: non-finite gradients)" if skipped else "")
               + (f"; codes {bits:.4f} bits/bit" if bits is not None else ""),
@@ -451,7 +452,7 @@ def log_validation(model: RNNCompressor, val: Tensor, cfg: TrainConfig, step: in
         tb.add_scalar("loss", loss, step)
         if bits is not None:
             tb.add_scalar("bits_per_bit", bits, step)
-        tb.add_scalar("patches_per_s", rate, step)
+        tb.add_scalar("patches_per_s", speed, step)
         for i, (p, v) in enumerate(zip(psnr, ssim, strict=True), 1):
             tb.add_scalar(f"val_psnr/it{i:02d}", p, step)
             tb.add_scalar(f"val_ms_ssim/it{i:02d}", v, step)
